@@ -1,0 +1,53 @@
+"""nncompress: make trained neural networks smaller and faster.
+
+Importing this package is cheap: it never imports torch, onnx or openvino. The public names
+below load their module on first use, so ``import nncompress as nncf`` works for scripts
+written against NNCF's public API.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from nncompress.version import __version__
+
+# public name -> module that defines it (loaded on first attribute access)
+_LAZY = {
+    # configuration
+    "NNCFConfig": "nncompress.config.nncf_config",
+    # post-training quantization
+    "quantize": "nncompress.quantization.quantize",
+    "quantize_with_accuracy_control": "nncompress.quantization.quantize",
+    "Dataset": "nncompress.data",
+    "IgnoredScope": "nncompress.scopes",
+    "TargetDevice": "nncompress.parameters",
+    "QuantizationPreset": "nncompress.parameters",
+    "ModelType": "nncompress.parameters",
+    "DropType": "nncompress.parameters",
+    "QuantizationMode": "nncompress.parameters",
+    "strip": "nncompress.quantization.quantize",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nncompress' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # pragma: no cover - names for type checkers and IDEs
+    from nncompress.config.nncf_config import NNCFConfig
+    from nncompress.data import Dataset
+    from nncompress.parameters import DropType, ModelType, QuantizationMode, QuantizationPreset, TargetDevice
+    from nncompress.quantization.quantize import quantize, quantize_with_accuracy_control, strip
+    from nncompress.scopes import IgnoredScope

@@ -1,0 +1,1 @@
+"""Backend-neutral quantization: specs, placement, statistics and PTQ algorithms (numpy only)."""
