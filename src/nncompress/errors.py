@@ -98,3 +98,18 @@ def did_you_mean(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> s
     if len(close) == 1:
         return f" Did you mean '{close[0]}'?"
     return " Did you mean one of " + ", ".join(f"'{c}'" for c in close) + "?"
+
+
+class ExtraStructNotRegisteredError(NNCompressError, KeyError):
+    """A runtime object (data loader, criterion...) was requested from an NNCFConfig that lacks it.
+
+    A ``KeyError`` so code written for NNCF's ``get_extra_struct`` keeps working, with a readable
+    message instead of a quoted key.
+    """
+
+    def __init__(self, message: str):
+        self.message = message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message
