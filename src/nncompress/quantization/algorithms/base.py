@@ -1,0 +1,215 @@
+"""Pieces shared by the PTQ algorithms: calibration input handling, progress, layer queries.
+
+Everything here is numpy and ``Graph`` only; backends are reached solely through the
+``BackendAdapter`` protocol (``nncompress.quantization.backend_api``) plus the two extensions
+SmoothQuant needs (``SmoothQuantAdapter`` in ``smooth_quant.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from nncompress.errors import DatasetError
+from nncompress.graph import Graph, Node, WeightInfo, op_kinds
+from nncompress.quantization.spec import Placement, TargetPoint, TargetType
+
+# (stage description, items done, items expected or None). The lead wires tqdm onto this.
+ProgressCallback = Callable[[str, int, "int | None"], None]
+
+InputFactory = Callable[[], Iterable[Any]]
+
+
+def stage_progress(progress: ProgressCallback | None, stage: str) -> Callable[[int, int | None], None] | None:
+    """Bind a stage name to a progress callback (None stays None)."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int | None) -> None:
+        progress(stage, done, total)
+
+    return report
+
+
+def calibration_iterations(dataset_inputs: Any, subset_size: int | None) -> int | None:
+    """How many items (model calls) ``subset_size`` samples take.
+
+    A source that knows its batch size (``get_batch_size()``, as ``nncompress.Dataset``) gives
+    ``ceil(subset_size / batch_size)`` model calls, as NNCF counts samples, not batches.
+    """
+    if subset_size is None:
+        return _length(dataset_inputs)
+    if subset_size <= 0:
+        raise DatasetError(f"subset_size must be a positive number of samples, got {subset_size}")
+    batch = None
+    get_bs = getattr(dataset_inputs, "get_batch_size", None)
+    if callable(get_bs):
+        batch = get_bs()
+    n = math.ceil(subset_size / batch) if batch and batch > 1 else subset_size
+    length = _length(dataset_inputs)
+    return n if length is None else min(n, length)
+
+
+def _length(source: Any) -> int | None:
+    getter = getattr(source, "get_length", None)
+    if callable(getter):
+        return getter()
+    try:
+        return len(source)
+    except TypeError:
+        return None
+
+
+def input_factory(dataset_inputs: Any, subset_size: int | None) -> InputFactory:
+    """A function giving a fresh iterable over the first calibration items, each call.
+
+    Accepts ``nncompress.Dataset`` (its ``get_inference_data()``), a zero-argument callable that
+    returns an iterable, a re-iterable collection (list, tuple), or a one-shot iterator, which is
+    cached (up to the subset) the first time so several passes see the same items.
+    """
+    if dataset_inputs is None:
+        raise DatasetError("No calibration dataset was given, but this algorithm needs activation statistics")
+    n = calibration_iterations(dataset_inputs, subset_size)
+
+    def limit(it: Iterable[Any]) -> Iterator[Any]:
+        return iter(it) if n is None else itertools.islice(it, n)
+
+    getter = getattr(dataset_inputs, "get_inference_data", None)
+    if callable(getter):
+        return lambda: limit(getter())
+    if callable(dataset_inputs) and not hasattr(dataset_inputs, "__iter__"):
+        return lambda: limit(dataset_inputs())
+    if not hasattr(dataset_inputs, "__iter__"):
+        raise DatasetError(f"Calibration inputs of type {type(dataset_inputs).__name__} are not iterable")
+    if iter(dataset_inputs) is dataset_inputs:  # a one-shot iterator: cache the subset
+        cache: list[Any] | None = None
+
+        def cached() -> Iterator[Any]:
+            nonlocal cache
+            if cache is None:
+                cache = list(limit(dataset_inputs))
+            return iter(cache)
+
+        return cached
+    return lambda: limit(dataset_inputs)
+
+
+# -- layers ------------------------------------------------------------------------------------
+def activation_port(graph: Graph, node: Node) -> int | None:
+    """The lowest input port of ``node`` fed by an edge and not by one of its weights."""
+    ports = sorted(e.dst_port for e in graph.in_edges(node.name) if e.dst_port not in node.weights)
+    return ports[0] if ports else None
+
+
+def activation_channel_axis(node: Node) -> int:
+    """Channel axis of the activations of ``node``: ``attrs['channel_axis']`` if the backend set
+    it, else 1 for convolutions (NC...) and -1 (last) for MatMul/Linear and the rest."""
+    axis = node.attrs.get("channel_axis")
+    if isinstance(axis, int):
+        return axis
+    return 1 if node.kind in op_kinds.CONVOLUTION_KINDS else -1
+
+
+def quantized_weight_nodes(placement: Placement | None) -> set[str] | None:
+    if placement is None:
+        return None
+    return {p.target.node for p in placement.weight_points}
+
+
+def bias_correction_layers(graph: Graph, placement: Placement | None) -> list[Node]:
+    """Weighted ops with a bias (whose weight is quantized, when a placement is given), in
+    topological order."""
+    quantized = quantized_weight_nodes(placement)
+    out = []
+    for node in graph.topological_order():
+        if not node.has_weights or node.bias is None:
+            continue
+        if node.kind in (op_kinds.EMBEDDING, op_kinds.EMBEDDING_BAG):
+            continue
+        if quantized is not None and node.name not in quantized:
+            continue
+        out.append(node)
+    return out
+
+
+def main_weight(node: Node) -> tuple[int, WeightInfo] | None:
+    """The weight of a single-weight op (port, info); None when it has zero or several."""
+    if len(node.weights) != 1:
+        return None
+    port, info = next(iter(node.weights.items()))
+    return port, info
+
+
+def input_statistic_target(graph: Graph, placement: Placement | None, node: Node, port: int) -> TargetPoint:
+    """Where to observe the input of ``node:port`` *before* the quantizer that feeds it.
+
+    If an activation quantizer serves this input and sits on the same tensor (this input port,
+    or the producer's output port of the edge into it), its target is returned: statistics at a
+    quantizer's target observe the value entering the quantizer. Otherwise the input port itself.
+    """
+    here = TargetPoint(TargetType.INPUT, node.name, port)
+    if placement is None:
+        return here
+    producers = {(e.src, e.src_port) for e in graph.in_edges(node.name) if e.dst_port == port}
+    for p in placement.activation_points:
+        if p.target == here:
+            return here
+        serves = (node.name, port) in p.consumers
+        if serves and p.target.type == TargetType.OUTPUT and (p.target.node, p.target.port) in producers:
+            return p.target
+    return here
+
+
+def mean_transfer_matrix(weight: np.ndarray, info: WeightInfo, groups: int = 1) -> np.ndarray | None:
+    """Matrix ``M`` (out, in) with ``mean(y)[o] = sum_i M[o, i] * mean(x)[i]`` for a linear op.
+
+    Exact for MatMul/Linear; for convolutions it ignores padding (kernel taps summed). Grouped
+    convolutions give a block-diagonal matrix. None when the layout is not understood.
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    if w.ndim < 2:
+        return None
+    out_ax, in_ax = info.out_channel_axis % w.ndim, info.in_channel_axis % w.ndim
+    if out_ax == in_ax:
+        return None
+    other = tuple(a for a in range(w.ndim) if a not in (out_ax, in_ax))
+    summed = w.sum(axis=other) if other else w
+    # axes left: (min(out, in), max(out, in)) in that order
+    m = summed if out_ax < in_ax else summed.T
+    if groups <= 1:
+        return m
+    out_total, in_per_group = m.shape
+    if out_total % groups:
+        return None
+    out_per_group = out_total // groups
+    full = np.zeros((out_total, in_per_group * groups))
+    for g in range(groups):
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        full[rows, g * in_per_group : (g + 1) * in_per_group] = m[rows]
+    return full
+
+
+def node_groups(node: Node) -> int:
+    groups = node.attrs.get("groups", 1)
+    try:
+        return max(int(groups), 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def layer_transfer_matrix(node: Node, weight: np.ndarray, info: WeightInfo) -> np.ndarray | None:
+    """``mean_transfer_matrix`` for the weighted op ``node`` (groups from its attributes; a
+    depthwise convolution without a ``groups`` attribute is one group per channel). Grouped
+    transposed convolutions are not handled (None)."""
+    groups = node_groups(node)
+    transposed = node.kind == op_kinds.CONVOLUTION_TRANSPOSE or bool(node.attrs.get("transpose"))
+    if transposed and groups > 1:
+        return None
+    if node.kind == op_kinds.DEPTHWISE_CONVOLUTION and groups == 1:
+        w = np.asarray(weight)
+        groups = w.shape[info.out_channel_axis] if w.ndim >= 2 and w.shape[info.in_channel_axis] == 1 else 1
+    return mean_transfer_matrix(weight, info, groups)

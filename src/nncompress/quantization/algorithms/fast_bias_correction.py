@@ -1,0 +1,214 @@
+"""FastBiasCorrection: remove the mean output shift that quantization adds to each biased layer.
+
+Two statistics passes, whatever the depth of the model: one over the float model, one over the
+quantized model (``adapter.apply``'s result), on the same calibration inputs. For every weighted
+op with a bias whose weight is quantized it collects, per output channel, the mean of the op's
+output (before any activation function; ``keep_axis`` 1 for convolutions, -1 for MatMul/Linear)
+and, per input channel, the mean of its input. Then
+
+    shift = (fp_out - q_out) - M @ (fp_in - q_in)          bias_q += shift
+
+where ``M`` maps input-channel means to output-channel means (the weight summed over kernel
+taps; exact for MatMul, ignores padding for convolutions). The second term removes the part of the
+output shift that came in through the layer's input from upstream layers: those layers get their
+own correction in the same pass, so without it the shift would be corrected twice. The input mean
+is observed before the layer's own input quantizer (at that quantizer's target point), so the
+layer's correction covers its input quantizer and its weight quantizer. Set
+``compensate_input_shift=False`` for the plain ``bias += fp_out - q_out``.
+
+A correction is applied only when ``||shift|| / ||bias|| <= threshold`` (default 2.0, as NNCF's
+fast bias correction): a relative change larger than that means the statistics are not reliable
+(too few samples, a layer whose bias is ~0) and the layer is left alone, with the reason recorded.
+``BiasCorrection`` (bias_correction.py) is the slower variant that re-measures after each level of
+layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nncompress.graph import Graph, Node
+from nncompress.quantization.algorithms.base import (
+    ProgressCallback,
+    activation_channel_axis,
+    activation_port,
+    bias_correction_layers,
+    calibration_iterations,
+    input_factory,
+    input_statistic_target,
+    layer_transfer_matrix,
+    main_weight,
+    stage_progress,
+)
+from nncompress.quantization.spec import Placement, TargetPoint, TargetType
+from nncompress.quantization.statistics import MEAN_OF_MEAN, StatisticKey, StatisticsCollector
+
+
+@dataclass
+class BiasCorrectionRecord:
+    """What happened to one layer's bias."""
+
+    node: str
+    applied: bool
+    reason: str = ""
+    magnitude: float = 0.0  # ||shift|| / ||bias||
+    shift: np.ndarray | None = None
+
+    def __str__(self) -> str:
+        state = "corrected" if self.applied else "skipped"
+        why = f" ({self.reason})" if self.reason else ""
+        return f"{self.node}: {state}, |shift|/|bias| = {self.magnitude:.3g}{why}"
+
+
+def bias_correction_report(records: list[BiasCorrectionRecord]) -> str:
+    applied = sum(r.applied for r in records)
+    lines = [f"Bias correction: {applied} of {len(records)} layers corrected"]
+    lines += [f"  {r}" for r in records]
+    return "\n".join(lines)
+
+
+def apply_bias_shift(
+    adapter: Any, model: Any, node: str, shift: np.ndarray, threshold: float, note: str = ""
+) -> BiasCorrectionRecord:
+    """Add ``shift`` to the bias of ``node`` in ``model`` if it passes the threshold."""
+    bias = adapter.get_bias(model, node)
+    if bias is None:
+        return BiasCorrectionRecord(node, False, "the layer has no bias in the quantized model")
+    bias = np.asarray(bias)
+    shift = np.asarray(shift, dtype=np.float64)
+    if shift.shape != bias.shape:
+        if shift.size != bias.size:
+            return BiasCorrectionRecord(
+                node, False, f"output statistic has {shift.size} channels, the bias {bias.size}", shift=shift
+            )
+        shift = shift.reshape(bias.shape)
+    if not np.all(np.isfinite(shift)):
+        return BiasCorrectionRecord(node, False, "the output statistics are not finite", shift=shift)
+    shift_norm = float(np.linalg.norm(shift))
+    if shift_norm == 0.0:
+        return BiasCorrectionRecord(node, False, "no shift measured", 0.0, shift)
+    bias_norm = float(np.linalg.norm(bias.astype(np.float64)))
+    magnitude = shift_norm / bias_norm if bias_norm > 0 else float("inf")
+    if magnitude > threshold:
+        return BiasCorrectionRecord(
+            node, False, f"shift too large relative to the bias (threshold {threshold:g})", magnitude, shift
+        )
+    adapter.set_bias(model, node, (bias.astype(np.float64) + shift).astype(bias.dtype))
+    return BiasCorrectionRecord(node, True, note, magnitude, shift)
+
+
+@dataclass
+class _LayerPlan:
+    node: Node
+    out_key: StatisticKey
+    in_key: StatisticKey | None = None
+    matrix: np.ndarray | None = None
+
+
+def plan_layer_statistics(
+    graph: Graph,
+    placement: Placement | None,
+    layers: list[Node],
+    model: Any,
+    adapter: Any,
+    collectors: list[StatisticsCollector],
+    compensate_input_shift: bool,
+) -> list[_LayerPlan]:
+    """Register output (and, for compensation, input) mean statistics in every collector."""
+    plans = []
+    for node in layers:
+        out_tp = TargetPoint(TargetType.OUTPUT, node.name, 0)
+        axis = activation_channel_axis(node)
+        keys = [c.add(out_tp, MEAN_OF_MEAN, axis) for c in collectors]
+        plan = _LayerPlan(node, keys[0])
+        port, weight = activation_port(graph, node), main_weight(node)
+        if compensate_input_shift and port is not None and weight is not None:
+            w_port, info = weight
+            matrix = layer_transfer_matrix(node, adapter.get_weight(model, node.name, w_port), info)
+            if matrix is not None:
+                in_tp = input_statistic_target(graph, placement, node, port)
+                plan.in_key = [c.add(in_tp, MEAN_OF_MEAN, axis) for c in collectors][0]
+                plan.matrix = matrix
+        plans.append(plan)
+    return plans
+
+
+@dataclass
+class FastBiasCorrection:
+    """One-pass bias correction (see the module docstring). ``apply`` returns the quantized model
+    with corrected biases; ``records`` holds what was done to each layer."""
+
+    subset_size: int = 100
+    threshold: float = 2.0
+    compensate_input_shift: bool = True
+    progress: ProgressCallback | None = None
+    records: list[BiasCorrectionRecord] = field(default_factory=list, init=False)
+
+    def correct(
+        self,
+        model: Any,
+        graph: Graph,
+        adapter: Any,
+        dataset_inputs: Any,
+        *,
+        quantized_model: Any,
+        placement: Placement | None = None,
+    ) -> list[BiasCorrectionRecord]:
+        layers = bias_correction_layers(graph, placement)
+        self.records = []
+        if not layers:
+            return self.records
+        fp, q = StatisticsCollector(), StatisticsCollector()
+        plans = plan_layer_statistics(
+            graph, placement, layers, model, adapter, [fp, q], self.compensate_input_shift
+        )
+        make_inputs = input_factory(dataset_inputs, self.subset_size)
+        total = calibration_iterations(dataset_inputs, self.subset_size)
+        fp.collect(
+            adapter,
+            model,
+            make_inputs(),
+            stage_progress(self.progress, "Bias correction: float model"),
+            total,
+        )
+        q.collect(
+            adapter,
+            quantized_model,
+            make_inputs(),
+            stage_progress(self.progress, "Bias correction: quantized model"),
+            total,
+        )
+        for plan in plans:
+            shift = fp.result(plan.out_key) - q.result(plan.out_key)
+            note = ""
+            if plan.in_key is not None:
+                d_in = fp.result(plan.in_key) - q.result(plan.in_key)
+                if plan.matrix.shape == (shift.size, d_in.size):
+                    shift = shift - plan.matrix @ d_in
+                else:
+                    note = "input-shift compensation skipped: channel counts differ"
+            self.records.append(
+                apply_bias_shift(adapter, quantized_model, plan.node.name, shift, self.threshold, note)
+            )
+        return self.records
+
+    def apply(
+        self,
+        model: Any,
+        graph: Graph,
+        adapter: Any,
+        dataset_inputs: Any,
+        *,
+        quantized_model: Any,
+        placement: Placement | None = None,
+    ) -> Any:
+        self.correct(
+            model, graph, adapter, dataset_inputs, quantized_model=quantized_model, placement=placement
+        )
+        return quantized_model
+
+    def report(self) -> str:
+        return bias_correction_report(self.records)

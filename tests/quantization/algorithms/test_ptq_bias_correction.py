@@ -1,0 +1,211 @@
+import numpy as np
+import pytest
+
+from nncompress.graph import Edge, Graph, Node, WeightInfo, op_kinds
+from nncompress.quantization.algorithms import BiasCorrection, FastBiasCorrection, MinMaxQuantization
+from nncompress.quantization.algorithms.base import mean_transfer_matrix
+from nncompress.quantization.algorithms.bias_correction import correction_levels
+from nncompress.quantization.params import QuantizerParams
+from nncompress.quantization.spec import Placement, QuantizationPoint, QuantizerSpec, TargetPoint, TargetType
+
+IN1 = TargetPoint(TargetType.INPUT, "fc1", 0)
+MID = TargetPoint(TargetType.OUTPUT, "relu", 0)
+W1 = TargetPoint(TargetType.WEIGHT, "fc1", 1)
+W2 = TargetPoint(TargetType.WEIGHT, "fc2", 1)
+OUT1 = TargetPoint(TargetType.OUTPUT, "fc1", 0)
+OUT2 = TargetPoint(TargetType.OUTPUT, "fc2", 0)
+WSPEC = QuantizerSpec(per_channel=True, channel_axis=0, narrow_range=True)
+
+
+def _clipping_input_quantizer():
+    # asymmetric 8-bit on [0, 2.5]: inputs ~ N(2, 1) lose their top tail -> a known mean shift
+    return QuantizerParams(
+        scale=np.asarray(2.5 / 255, np.float32),
+        zero_point=np.asarray(0, np.int32),
+        quant_min=0,
+        quant_max=255,
+    )
+
+
+def _placement():
+    return Placement(
+        points=[
+            QuantizationPoint(IN1, QuantizerSpec(mode="asymmetric"), False, consumers=(("fc1", 0),)),
+            QuantizationPoint(MID, QuantizerSpec(), False, consumers=(("fc2", 0),)),
+            QuantizationPoint(W1, WSPEC, True),
+            QuantizationPoint(W2, WSPEC, True),
+        ]
+    )
+
+
+def _output_means(adapter, model, batches, targets):
+    from nncompress.quantization.statistics import MEAN_OF_MEAN, StatisticsCollector
+
+    c = StatisticsCollector()
+    keys = {t: c.add(t, MEAN_OF_MEAN, -1) for t in targets}
+    c.collect(adapter, model, batches)
+    return {t: c.result(k) for t, k in keys.items()}
+
+
+@pytest.fixture
+def mlp(fake):
+    rng = np.random.default_rng(1)
+    w1, b1 = rng.normal(size=(8, 5)), rng.normal(size=8) + 1.0
+    w2, b2 = rng.normal(size=(3, 8)) * 0.5, rng.normal(size=3) + 1.0
+    model = fake.build_mlp(w1, b1, w2, b2)
+    batches = [(rng.normal(size=(16, 5)) + 2.0).astype(np.float32) for _ in range(8)]
+    adapter = fake.Adapter()
+    placement = _placement()
+    params = MinMaxQuantization().apply(model, model.graph, adapter, batches, placement)
+    params[IN1] = _clipping_input_quantizer()
+    quantized = adapter.apply(model, placement, params)
+    return model, adapter, batches, placement, quantized
+
+
+def _errors(adapter, model, quantized, batches):
+    fp = _output_means(adapter, model, batches, [OUT1, OUT2])
+    q = _output_means(adapter, quantized, batches, [OUT1, OUT2])
+    return {t: np.abs(fp[t] - q[t]).max() for t in fp}
+
+
+def test_fast_bias_correction_removes_known_input_shift(fake, mlp):
+    model, adapter, batches, placement, quantized = mlp
+    before = _errors(adapter, model, quantized, batches)
+    # the local error of fc1: clipping of its input plus 4-bit weights, measured exactly
+    x = np.concatenate(batches)
+    xq = _clipping_input_quantizer().fake_quantize(x)
+    wq = quantized.quantizers[W1].fake_quantize(model.params["fc1.weight"])
+    expected_shift = x.mean(0) @ model.params["fc1.weight"].T - xq.mean(0) @ wq.T
+    fbc = FastBiasCorrection()
+    out = fbc.apply(model, model.graph, adapter, batches, quantized_model=quantized, placement=placement)
+    assert out is quantized
+    rec = {r.node: r for r in fbc.records}
+    assert rec["fc1"].applied and rec["fc2"].applied
+    np.testing.assert_allclose(rec["fc1"].shift, expected_shift, rtol=1e-4, atol=1e-5)
+    after = _errors(adapter, model, quantized, batches)
+    assert before[OUT1] > 0.1
+    assert after[OUT1] < 1e-4  # linear layer: exact on the calibration set
+    # what is left downstream comes from the nonlinearity (relu of a clipped distribution)
+    assert after[OUT2] < 0.6 * before[OUT2]
+    assert "2 of 2 layers corrected" in fbc.report()
+
+
+def test_plain_correction_double_counts_upstream_shift(mlp):
+    model, adapter, batches, placement, quantized = mlp
+    plain = quantized.copy()
+    FastBiasCorrection().correct(
+        model, model.graph, adapter, batches, quantized_model=quantized, placement=placement
+    )
+    fbc = FastBiasCorrection(compensate_input_shift=False)
+    fbc.correct(model, model.graph, adapter, batches, quantized_model=plain, placement=placement)
+    compensated, uncompensated = (
+        _errors(adapter, model, quantized, batches),
+        _errors(adapter, model, plain, batches),
+    )
+    assert uncompensated[OUT1] < 1e-4
+    assert compensated[OUT2] < 0.7 * uncompensated[OUT2]
+
+
+def test_threshold_skips_and_keeps_bias(mlp):
+    model, adapter, batches, placement, quantized = mlp
+    b1 = quantized.params["fc1.bias"].copy()
+    fbc = FastBiasCorrection(threshold=1e-6)
+    fbc.correct(model, model.graph, adapter, batches, quantized_model=quantized, placement=placement)
+    assert not any(r.applied for r in fbc.records)
+    assert "threshold" in fbc.records[0].reason
+    np.testing.assert_array_equal(quantized.params["fc1.bias"], b1)
+
+
+def test_layers_without_bias_or_unquantized_weights_are_left_alone(fake):
+    rng = np.random.default_rng(2)
+    model = fake.build_mlp(rng.normal(size=(4, 3)), rng.normal(size=4), rng.normal(size=(2, 4)), None)
+    adapter = fake.Adapter()
+    placement = Placement(points=[QuantizationPoint(W2, WSPEC, True)])
+    quantized = adapter.apply(
+        model, placement, MinMaxQuantization().apply(model, model.graph, adapter, None, placement)
+    )
+    fbc = FastBiasCorrection()
+    fbc.correct(
+        model, model.graph, adapter, [rng.normal(size=(4, 3))], quantized_model=quantized, placement=placement
+    )
+    assert fbc.records == []  # fc1 weight not quantized, fc2 has no bias
+    assert adapter.collect_calls == 0
+
+
+def test_bias_correction_is_exact_per_level(mlp):
+    model, adapter, batches, placement, quantized = mlp
+    calls = []
+    bc = BiasCorrection(progress=lambda stage, done, total: calls.append(stage))
+    bc.correct(model, model.graph, adapter, batches, quantized_model=quantized, placement=placement)
+    assert [r.node for r in bc.records] == ["fc1", "fc2"] and all(r.applied for r in bc.records)
+    after = _errors(adapter, model, quantized, batches)
+    assert after[OUT1] < 1e-4 and after[OUT2] < 1e-4
+    # one float pass + one pass per level
+    assert {
+        "Bias correction: float model",
+        "Bias correction: level 1/2",
+        "Bias correction: level 2/2",
+    } == set(calls)
+
+
+def test_fast_bias_correction_on_a_convolution(fake):
+    rng = np.random.default_rng(3)
+    w, b = rng.normal(size=(4, 3, 1, 1)), rng.normal(size=4) + 2
+    model = fake.build_conv(w, b)
+    adapter = fake.Adapter()
+    x_tp = TargetPoint(TargetType.INPUT, "conv", 0)
+    wt = TargetPoint(TargetType.WEIGHT, "conv", 1)
+    placement = Placement(
+        points=[
+            QuantizationPoint(x_tp, QuantizerSpec(mode="asymmetric"), False, consumers=(("conv", 0),)),
+            QuantizationPoint(wt, QuantizerSpec(num_bits=3, per_channel=True, channel_axis=0), True),
+        ]
+    )
+    batches = [(rng.normal(size=(2, 3, 5, 5)) + 1).astype(np.float32) for _ in range(4)]
+    params = MinMaxQuantization().apply(model, model.graph, adapter, batches, placement)
+    quantized = adapter.apply(model, placement, params)
+    out = TargetPoint(TargetType.OUTPUT, "conv", 0)
+
+    def err():
+        from nncompress.quantization.statistics import MEAN_OF_MEAN, StatisticsCollector
+
+        means = []
+        for m in (model, quantized):
+            c = StatisticsCollector()
+            k = c.add(out, MEAN_OF_MEAN, 1)
+            c.collect(adapter, m, batches)
+            means.append(c.result(k))
+        return np.abs(means[0] - means[1]).max()
+
+    before = err()
+    FastBiasCorrection().correct(
+        model, model.graph, adapter, batches, quantized_model=quantized, placement=placement
+    )
+    assert before > 1e-3 and err() < 1e-4
+
+
+def test_mean_transfer_matrix_layouts():
+    w = np.arange(24, dtype=float).reshape(4, 3, 2)  # (out, in, k)
+    m = mean_transfer_matrix(w, WeightInfo("w", w.shape, out_channel_axis=0, in_channel_axis=1))
+    np.testing.assert_array_equal(m, w.sum(axis=2))
+    wt = np.transpose(w, (1, 0, 2))  # (in, out, k), transposed layout
+    info_t = WeightInfo("w", wt.shape, out_channel_axis=1, in_channel_axis=0)
+    np.testing.assert_array_equal(mean_transfer_matrix(wt, info_t), m)
+    g = mean_transfer_matrix(np.ones((4, 1, 3)), WeightInfo("w", (4, 1, 3)), groups=4)
+    np.testing.assert_array_equal(g, np.eye(4) * 3)
+
+
+def test_correction_levels_group_independent_layers():
+    g = Graph()
+    for name, kind in [
+        ("in", op_kinds.INPUT),
+        ("a", op_kinds.MATMUL),
+        ("b", op_kinds.MATMUL),
+        ("add", op_kinds.ADD),
+        ("c", op_kinds.MATMUL),
+    ]:
+        g.add_node(Node(name, kind, kind))
+    for src, dst, port in [("in", "a", 0), ("in", "b", 0), ("a", "add", 0), ("b", "add", 1), ("add", "c", 0)]:
+        g.add_edge(Edge(src, 0, dst, port))
+    levels = correction_levels(g, [g.node("a"), g.node("b"), g.node("c")])
+    assert [[n.name for n in lvl] for lvl in levels] == [["a", "b"], ["c"]]
