@@ -39,3 +39,11 @@ def test_unknown_attribute_is_a_clear_error():
         assert "quantise" in str(exc)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_every_public_name_resolves():
+    import nncompress
+
+    assert set(nncompress.__all__) == set(nncompress._LAZY) | {"__version__"}
+    for name in ("NNCFConfig", "Dataset", "IgnoredScope", "TargetDevice", "QuantizationPreset", "ModelType"):
+        assert getattr(nncompress, name).__name__ == name

@@ -18,7 +18,6 @@ _LAZY = {
     "NNCFConfig": "nncompress.config.nncf_config",
     # post-training quantization
     "quantize": "nncompress.quantization.quantize",
-    "quantize_with_accuracy_control": "nncompress.quantization.quantize",
     "Dataset": "nncompress.data",
     "IgnoredScope": "nncompress.scopes",
     "TargetDevice": "nncompress.parameters",
@@ -29,7 +28,19 @@ _LAZY = {
     "strip": "nncompress.quantization.quantize",
 }
 
-__all__ = ["__version__", *sorted(_LAZY)]
+__all__ = [
+    "Dataset",
+    "DropType",
+    "IgnoredScope",
+    "ModelType",
+    "NNCFConfig",
+    "QuantizationMode",
+    "QuantizationPreset",
+    "TargetDevice",
+    "__version__",
+    "quantize",
+    "strip",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -49,5 +60,5 @@ if TYPE_CHECKING:  # pragma: no cover - names for type checkers and IDEs
     from nncompress.config.nncf_config import NNCFConfig
     from nncompress.data import Dataset
     from nncompress.parameters import DropType, ModelType, QuantizationMode, QuantizationPreset, TargetDevice
-    from nncompress.quantization.quantize import quantize, quantize_with_accuracy_control, strip
+    from nncompress.quantization.quantize import quantize, strip
     from nncompress.scopes import IgnoredScope

@@ -541,6 +541,13 @@ class _Placer:
             if set(full) == relevant_ports and self._move_up(node, full):
                 continue
             for port, d in full.items():
+                if node.kind == op_kinds.UNKNOWN:
+                    # an unknown op may not return the tensor it produces (in-place ops such as
+                    # __setitem__): quantize where its consumers read it instead
+                    why = f"kept at this input: '{name}' is an unsupported op whose output cannot be hooked"
+                    for e in self.graph.out_edges(name, port):
+                        self._place(TargetType.INPUT, e.dst, e.dst_port, d, why, producer=name)
+                    continue
                 self._place(TargetType.OUTPUT, name, port, d, "", producer=name)
         for (dst, port), d in list(self.demands.items()):  # nothing should be left; place defensively
             self._place(TargetType.INPUT, dst, port, d, "", producer=None)

@@ -1,0 +1,92 @@
+"""Advanced PTQ parameters, with NNCF's names (``nncf.quantization.advanced_parameters``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from nncompress.parameters import QuantizationMode, StrEnum
+
+
+class OverflowFix(StrEnum):
+    """Use 7 of the 8 weight bits on CPUs without VNNI, where int8 dot products may saturate."""
+
+    ENABLE = "enable"
+    DISABLE = "disable"
+    FIRST_LAYER = "first_layer_only"
+
+
+class RangeEstimatorType(StrEnum):
+    """Named range estimators (see ``range_estimators``); None keeps the algorithm's default."""
+
+    MIN_MAX = "min_max"
+    MEAN_MIN_MAX = "mean_min_max"
+    THREESIGMA = "threesigma"
+    PERCENTILE = "percentile"
+    MEAN_PERCENTILE = "mean_percentile"
+    MIXED_MIN_MAX = "mixed_min_max"
+
+
+@dataclass
+class QuantizationParameters:
+    """Overrides of the quantizer spec for weights or activations; None keeps the device default."""
+
+    num_bits: int | None = None
+    mode: QuantizationMode | str | None = None
+    signedness_to_force: bool | None = None
+    per_channel: bool | None = None
+    narrow_range: bool | None = None
+
+
+@dataclass
+class RangeEstimatorParameters:
+    """Which estimator computes the quantization range, and its percentile bounds."""
+
+    type: RangeEstimatorType | str | None = None
+    min_percentile: float = 0.1
+    max_percentile: float = 99.9
+
+
+@dataclass
+class AdvancedSmoothQuantParameters:
+    """SmoothQuant migration strength per op kind; a negative value disables it."""
+
+    matmul: float = 0.95
+    convolution: float = -1.0
+
+
+@dataclass
+class AdvancedBiasCorrectionParameters:
+    apply_for_all_nodes: bool = False
+    threshold: float | None = None
+
+
+@dataclass
+class AdvancedQuantizationParameters:
+    """Knobs below the main ``quantize`` arguments; defaults match NNCF's behaviour."""
+
+    overflow_fix: OverflowFix | str | None = None
+    quantize_outputs: bool = False
+    inplace_statistics: bool = True
+    disable_channel_alignment: bool = True
+    disable_bias_correction: bool = False
+    batchwise_statistics: bool | None = None
+    activations_quantization_params: QuantizationParameters | None = None
+    weights_quantization_params: QuantizationParameters | None = None
+    activations_range_estimator_params: RangeEstimatorParameters = field(
+        default_factory=RangeEstimatorParameters
+    )
+    weights_range_estimator_params: RangeEstimatorParameters = field(default_factory=RangeEstimatorParameters)
+    bias_correction_params: AdvancedBiasCorrectionParameters = field(
+        default_factory=AdvancedBiasCorrectionParameters
+    )
+    smooth_quant_alphas: AdvancedSmoothQuantParameters = field(default_factory=AdvancedSmoothQuantParameters)
+    smooth_quant_alpha: float | None = None
+    backend_params: dict = field(default_factory=dict)
+    # ours: print the placement report, keep the input model untouched, show progress bars
+    show_progress: bool = True
+    inplace: bool = False
+
+
+def _enum_value(v: object) -> object:
+    return v.value if isinstance(v, Enum) else v

@@ -1,0 +1,213 @@
+"""``nncompress.quantize``: post-training quantization of a model of any supported backend.
+
+One backend-neutral pipeline: graph -> quantizer placement (hardware rules, preset, ignored
+scope) -> statistics -> ranges -> quantizers applied -> bias correction. The backend adapter
+does only the framework work; the model returned is of the same type as the one given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nncompress.backends import detect_backend, get_adapter
+from nncompress.data import Dataset
+from nncompress.errors import DatasetError, QuantizationError
+from nncompress.hardware.rules import load_rules
+from nncompress.parameters import ModelType, QuantizationMode, QuantizationPreset, TargetDevice
+from nncompress.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+from nncompress.quantization.algorithms import BiasCorrection, FastBiasCorrection, MinMaxQuantization
+from nncompress.quantization.algorithms.base import input_factory
+from nncompress.quantization.range_estimators import get_range_estimator
+from nncompress.quantization.spec import Placement
+from nncompress.scopes import IgnoredScope
+
+
+class _Progress:
+    """A tqdm bar per algorithm stage, fed by the core's ``progress(stage, done, total)`` calls."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bar = None
+        self._stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if not self.enabled:
+            return
+        if stage != self._stage:
+            self.close()
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=stage, leave=False, dynamic_ncols=True)
+            self._stage = stage
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._bar, self._stage = None, None
+
+
+def _first_item(dataset: Any) -> Any:
+    if isinstance(dataset, Dataset):
+        items = dataset.get_inference_data()
+    else:
+        items = iter(dataset)
+    try:
+        return next(iter(items))
+    except StopIteration:
+        raise DatasetError("The calibration dataset is empty: at least one item is needed") from None
+
+
+def _check_arguments(calibration_dataset: Any, subset_size: int, mode: Any) -> None:
+    if not isinstance(calibration_dataset, Dataset):
+        raise DatasetError(
+            f"calibration_dataset must be an nncompress.Dataset, got {type(calibration_dataset).__name__}; "
+            "wrap your data: nncompress.Dataset(data_loader, transform_fn)"
+        )
+    if not isinstance(subset_size, int) or isinstance(subset_size, bool) or subset_size < 1:
+        raise DatasetError(f"subset_size must be a positive integer, got {subset_size!r}")
+    if mode is not None:
+        raise QuantizationError(
+            f"quantize(mode={mode!r}): floating-point (FP8) quantization modes are not supported; "
+            "leave mode=None for INT8"
+        )
+
+
+def _placement_for(graph, target_device, preset, model_type, ignored_scope, advanced) -> Placement:
+    from nncompress.quantization.placement import place_quantizers
+
+    if preset is None:  # NNCF: transformers default to mixed, everything else to performance
+        preset = (
+            QuantizationPreset.MIXED
+            if model_type == ModelType.TRANSFORMER
+            else QuantizationPreset.PERFORMANCE
+        )
+    return place_quantizers(
+        graph,
+        load_rules(target_device),
+        preset=QuantizationPreset(preset),
+        model_type=ModelType(model_type) if model_type is not None else None,
+        ignored_scope=ignored_scope,
+        quantize_outputs=advanced.quantize_outputs,
+        activations=advanced.activations_quantization_params,
+        weights=advanced.weights_quantization_params,
+    )
+
+
+def _apply_overflow_fix(placement: Placement, overflow_fix: OverflowFix | str | None, graph) -> Placement:
+    """Use 7 of 8 weight bits where asked (CPUs without VNNI may saturate int8 accumulators)."""
+    from dataclasses import replace
+
+    fix = OverflowFix(overflow_fix) if overflow_fix is not None else OverflowFix.DISABLE
+    if fix is OverflowFix.DISABLE:
+        return placement
+    weight_points = [p for p in placement.points if p.is_weight and p.spec.num_bits == 8]
+    if fix is OverflowFix.FIRST_LAYER:
+        order = {n.name: i for i, n in enumerate(graph.topological_order())}
+        weight_points = sorted(weight_points, key=lambda p: order[p.target.node])[:1]
+    chosen = {id(p) for p in weight_points}
+    placement.points = [
+        replace(p, spec=replace(p.spec, half_range=True)) if id(p) in chosen else p for p in placement.points
+    ]
+    return placement
+
+
+def quantize(
+    model: Any,
+    calibration_dataset: Dataset,
+    mode: QuantizationMode | None = None,
+    preset: QuantizationPreset | None = None,
+    target_device: TargetDevice = TargetDevice.ANY,
+    subset_size: int = 300,
+    fast_bias_correction: bool = True,
+    model_type: ModelType | None = None,
+    ignored_scope: IgnoredScope | None = None,
+    advanced_parameters: AdvancedQuantizationParameters | None = None,
+) -> Any:
+    """Quantize ``model`` to INT8 using ``subset_size`` samples of ``calibration_dataset``.
+
+    Returns a model of the same type: for torch, a copy of the user's module (same class) whose
+    forward runs fake quantizers; export it with ``openvino.convert_model`` or
+    ``nncompress.torch.export``. The input model is not modified.
+
+    >>> qmodel = nncompress.quantize(model, nncompress.Dataset(loader, lambda b: b[0]))  # doctest: +SKIP
+    """
+    _check_arguments(calibration_dataset, subset_size, mode)
+    advanced = advanced_parameters or AdvancedQuantizationParameters()
+    target_device = TargetDevice(target_device)
+    adapter = get_adapter(detect_backend(model))
+    progress = _Progress(advanced.show_progress)
+    try:
+        example = _first_item(calibration_dataset)
+        graph = adapter.build_graph(model, example)
+        placement = _placement_for(graph, target_device, preset, model_type, ignored_scope, advanced)
+        placement = _apply_overflow_fix(placement, advanced.overflow_fix, graph)
+        inputs = input_factory(calibration_dataset, subset_size)
+        min_max = MinMaxQuantization(
+            subset_size=subset_size,
+            weights_range_estimator=_estimator(advanced.weights_range_estimator_params),
+            activations_range_estimator=_estimator(advanced.activations_range_estimator_params),
+            model_type=model_type,
+            progress=progress,
+        )
+        params = min_max.apply(model, graph, adapter, inputs, placement)
+        quantized = adapter.apply(model, placement, params, inplace=advanced.inplace)
+        if not advanced.disable_bias_correction:
+            correction: Callable = (
+                FastBiasCorrection(subset_size=min(subset_size, 100), progress=progress)
+                if fast_bias_correction
+                else BiasCorrection(subset_size=min(subset_size, 100), progress=progress)
+            )
+            quantized = correction.apply(
+                model,
+                graph,
+                adapter,
+                input_factory(calibration_dataset, subset_size),
+                quantized_model=quantized,
+                placement=placement,
+            )
+    finally:
+        progress.close()
+    _remember(quantized, placement)
+    return quantized
+
+
+def _estimator(params: Any) -> Any:
+    if params is None or getattr(params, "type", None) is None:
+        return None
+    return get_range_estimator(params)
+
+
+def _remember(model: Any, placement: Placement) -> None:
+    """Keep the placement on the result so users can print where quantizers went and why."""
+    nncf = getattr(model, "nncf", None)
+    if nncf is not None:
+        nncf.hook_manager.placement = placement
+
+
+def quantization_report(model: Any) -> str:
+    """The placement report of a model returned by ``quantize`` (every quantizer and every skip)."""
+    nncf = getattr(model, "nncf", None)
+    placement = getattr(getattr(nncf, "hook_manager", None), "placement", None)
+    if placement is None:
+        raise QuantizationError(
+            "This model was not produced by nncompress.quantize: it has no placement report"
+        )
+    return placement.report()
+
+
+def strip(model: Any, do_copy: bool = True) -> Any:
+    """NNCF's ``nncf.strip``: our torch models need no stripping to export; returns the model.
+
+    Fake quantizers stay (they become FakeQuantize / QDQ on export). ``do_copy`` returns a copy.
+    """
+    if do_copy:
+        import copy
+
+        return copy.deepcopy(model)
+    return model
+
+
+__all__ = ["quantization_report", "quantize", "strip"]
