@@ -99,9 +99,8 @@ def export(
 
     ``example_input`` is a tensor, a tuple of tensors (positional inputs) or a dict of keyword
     inputs. Inputs are named after the forward arguments unless ``input_names`` is given.
-    ``opset`` applies to ONNX (per-channel quantizers need >= 13); ``dynamic_batch`` makes the
-    first axis of ONNX inputs dynamic (OpenVINO IR inputs are dynamic in every axis, as
-    ``openvino.convert_model`` makes them). The model is exported in eval mode; the train/eval
+    ``opset`` applies to ONNX (per-channel quantizers need >= 13). Inputs keep the example's
+    shapes, with the first axis dynamic when ``dynamic_batch`` (both formats). The model is exported in eval mode; the train/eval
     flag of every submodule is restored afterwards. Any failure raises ``ExportError`` naming
     the path and the cause.
     """
@@ -129,7 +128,7 @@ def export(
             if suffix == ".onnx":
                 _export_onnx(model, path, args, kwargs, input_names, output_names, opset, dynamic_batch)
             else:
-                _export_openvino(model, path, example_input, input_names, output_names)
+                _export_openvino(model, path, example_input, input_names, output_names, dynamic_batch)
     except ExportError as e:
         if str(path) in str(e):
             raise
@@ -182,12 +181,37 @@ def _import_openvino():
     return openvino
 
 
+def _fix_input_shapes(ov_model: Any, example_input: Any, dynamic_batch: bool) -> None:
+    """Give IR inputs the example's shapes (batch axis dynamic when asked).
+
+    ``convert_model`` leaves every axis dynamic; the CPU plugin then fails to compile some INT8
+    models in its default bf16 mode ("No suitable implementations"), and static channel and
+    spatial sizes let it pick faster kernels.
+    """
+    if isinstance(example_input, Mapping):
+        tensors = [t for t in example_input.values() if torch.is_tensor(t)]
+    elif isinstance(example_input, tuple):
+        tensors = [t for t in example_input if torch.is_tensor(t)]
+    else:
+        tensors = [example_input] if torch.is_tensor(example_input) else []
+    if len(tensors) != len(ov_model.inputs):
+        return  # cannot pair examples with inputs reliably: keep convert_model's shapes
+    shapes = {}
+    for port, t in zip(ov_model.inputs, tensors):
+        dims = [int(d) for d in t.shape]
+        if dynamic_batch and dims:
+            dims[0] = -1
+        shapes[port] = dims
+    ov_model.reshape(shapes)
+
+
 def _export_openvino(
     model: nn.Module,
     path: Path,
     example_input: Any,
     input_names: Sequence[str] | None,
     output_names: Sequence[str] | None,
+    dynamic_batch: bool = True,
 ) -> None:
     import warnings
 
@@ -197,6 +221,7 @@ def _export_openvino(
     with export_mode("openvino"), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         ov_model = ov.convert_model(model, example_input=example_input)
+    _fix_input_shapes(ov_model, example_input, dynamic_batch)
     if input_names:
         if len(input_names) != len(ov_model.inputs):
             raise ExportError(
