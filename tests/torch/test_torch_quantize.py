@@ -211,3 +211,41 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path):
     got = run_onnxruntime(path, [x.numpy()], optimize=False)[0]
     step = np.abs(expected).max() / 127
     assert np.abs(got - expected).max() <= 4 * step
+
+
+def test_transformer_model_type_applies_smooth_quant_without_touching_the_input():
+    model = build("transformer")
+    # an outlier channel in the first LayerNorm output: what SmoothQuant is for
+    with torch.no_grad():
+        model.layers[0].norm1.weight[3] = 25.0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reference = copy.deepcopy(model)
+    data = [model.make_input(batch=8, seed=i) for i in range(CALIBRATION)]
+    advanced = nncompress.quantization.advanced_parameters.AdvancedQuantizationParameters(show_progress=False)
+    smoothed = nncompress.quantize(
+        model,
+        nncompress.Dataset(data),
+        subset_size=CALIBRATION,
+        model_type=nncompress.ModelType.TRANSFORMER,
+        advanced_parameters=advanced,
+    )
+    advanced.smooth_quant_alphas.matmul = -1  # disabled
+    plain = nncompress.quantize(
+        model,
+        nncompress.Dataset(data),
+        subset_size=CALIBRATION,
+        model_type=nncompress.ModelType.TRANSFORMER,
+        advanced_parameters=advanced,
+    )
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"the input model changed at {k}"
+    # the folded LayerNorm weight changed in the smoothed copy only
+    assert not torch.equal(smoothed.layers[0].norm1.weight, model.layers[0].norm1.weight)
+    assert torch.equal(plain.layers[0].norm1.weight, model.layers[0].norm1.weight)
+    items = [model.make_input(batch=8, seed=500 + i) for i in range(HELD_OUT)]
+    with torch.no_grad():
+        ref = torch.cat([reference(x) for x in items])
+        s_out = torch.cat([smoothed(x) for x in items])
+        p_out = torch.cat([plain(x) for x in items])
+    print(f"SQNR with SmoothQuant {sqnr_db(ref, s_out):.1f} dB, without {sqnr_db(ref, p_out):.1f} dB")
+    assert sqnr_db(ref, s_out) > sqnr_db(ref, p_out), "SmoothQuant should reduce the outlier's quantization error"

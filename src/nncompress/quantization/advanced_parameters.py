@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 
 from nncompress.parameters import QuantizationMode, StrEnum
 
@@ -83,10 +82,5 @@ class AdvancedQuantizationParameters:
     smooth_quant_alphas: AdvancedSmoothQuantParameters = field(default_factory=AdvancedSmoothQuantParameters)
     smooth_quant_alpha: float | None = None
     backend_params: dict = field(default_factory=dict)
-    # ours: print the placement report, keep the input model untouched, show progress bars
+    # ours: progress bars during calibration and bias correction
     show_progress: bool = True
-    inplace: bool = False
-
-
-def _enum_value(v: object) -> object:
-    return v.value if isinstance(v, Enum) else v

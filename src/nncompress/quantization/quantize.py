@@ -7,6 +7,7 @@ does only the framework work; the model returned is of the same type as the one 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +17,12 @@ from nncompress.errors import DatasetError, QuantizationError
 from nncompress.hardware.rules import load_rules
 from nncompress.parameters import ModelType, QuantizationMode, QuantizationPreset, TargetDevice
 from nncompress.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-from nncompress.quantization.algorithms import BiasCorrection, FastBiasCorrection, MinMaxQuantization
-from nncompress.quantization.algorithms.base import input_factory
+from nncompress.quantization.algorithms import (
+    BiasCorrection,
+    FastBiasCorrection,
+    MinMaxQuantization,
+    SmoothQuant,
+)
 from nncompress.quantization.range_estimators import get_range_estimator
 from nncompress.quantization.spec import Placement
 from nncompress.scopes import IgnoredScope
@@ -144,7 +149,13 @@ def quantize(
         graph = adapter.build_graph(model, example)
         placement = _placement_for(graph, target_device, preset, model_type, ignored_scope, advanced)
         placement = _apply_overflow_fix(placement, advanced.overflow_fix, graph)
-        inputs = input_factory(calibration_dataset, subset_size)
+        if model_type == ModelType.TRANSFORMER and _smooth_quant_alpha(advanced) >= 0:
+            # SmoothQuant changes weights: work on a copy so the user's model stays untouched
+            smooth = SmoothQuant(
+                alpha=_smooth_quant_alpha(advanced), subset_size=subset_size, progress=progress
+            )
+            model = getattr(adapter, "copy_model", copy.deepcopy)(model)
+            model = smooth.apply(model, graph, adapter, calibration_dataset, placement)
         min_max = MinMaxQuantization(
             subset_size=subset_size,
             weights_range_estimator=_estimator(advanced.weights_range_estimator_params),
@@ -152,8 +163,8 @@ def quantize(
             model_type=model_type,
             progress=progress,
         )
-        params = min_max.apply(model, graph, adapter, inputs, placement)
-        quantized = adapter.apply(model, placement, params, inplace=advanced.inplace)
+        params = min_max.apply(model, graph, adapter, calibration_dataset, placement)
+        quantized = adapter.apply(model, placement, params)
         if not advanced.disable_bias_correction:
             correction: Callable = (
                 FastBiasCorrection(subset_size=min(subset_size, 100), progress=progress)
@@ -164,7 +175,7 @@ def quantize(
                 model,
                 graph,
                 adapter,
-                input_factory(calibration_dataset, subset_size),
+                calibration_dataset,
                 quantized_model=quantized,
                 placement=placement,
             )
@@ -172,6 +183,13 @@ def quantize(
         progress.close()
     _remember(quantized, placement)
     return quantized
+
+
+def _smooth_quant_alpha(advanced: AdvancedQuantizationParameters) -> float:
+    """The MatMul alpha: ``smooth_quant_alpha`` (NNCF's older name) wins over ``smooth_quant_alphas``."""
+    if advanced.smooth_quant_alpha is not None:
+        return advanced.smooth_quant_alpha
+    return advanced.smooth_quant_alphas.matmul
 
 
 def _estimator(params: Any) -> Any:
@@ -204,8 +222,6 @@ def strip(model: Any, do_copy: bool = True) -> Any:
     Fake quantizers stay (they become FakeQuantize / QDQ on export). ``do_copy`` returns a copy.
     """
     if do_copy:
-        import copy
-
         return copy.deepcopy(model)
     return model
 

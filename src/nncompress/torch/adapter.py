@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nncompress.errors import DatasetError, GraphError, TracingError
-from nncompress.graph import Graph, Node
+from nncompress.graph import Graph, Node, op_kinds
 from nncompress.quantization.backend_api import StatisticRequest
 from nncompress.quantization.params import QuantizerParams
 from nncompress.quantization.spec import Placement, QuantizationPoint, TargetPoint, TargetType
@@ -83,6 +83,9 @@ class Adapter:
 
     def __init__(self) -> None:
         self.graph: Graph | None = None
+
+    def copy_model(self, model: nn.Module) -> nn.Module:
+        return copy.deepcopy(model)
 
     # -- graph ------------------------------------------------------------------------------
     def build_graph(self, model: nn.Module, example_input: Any) -> Graph:
@@ -175,6 +178,49 @@ class Adapter:
         param = self._parameter(model, name)
         with torch.no_grad():
             param.copy_(torch.as_tensor(value, dtype=param.dtype))
+
+    # -- SmoothQuant ----------------------------------------------------------------------------
+    def cannot_scale_activation(
+        self, model: nn.Module, source: tuple[str, int], consumers: list[tuple[str, int]]
+    ) -> str | None:
+        """Torch folds SmoothQuant scales into the producing LayerNorm's affine parameters.
+
+        Folding changes no graph structure, so the placement and statistics made on the graph
+        stay valid; a producer without affine parameters or with other readers is skipped.
+        """
+        graph = self._graph(model)
+        node = graph.node(source[0])
+        if node.kind != op_kinds.LAYER_NORM or not node.weights or node.bias is None:
+            return (
+                f"producer '{node.name}' ({node.kind}) is not a LayerNorm with affine parameters to fold into"
+            )
+        readers = {
+            (e.dst, e.dst_port)
+            for e in graph.out_edges(node.name, source[1])
+            if graph.node(e.dst).kind not in op_kinds.SHAPE_KINDS
+        }
+        if readers != set(consumers):
+            return f"'{node.name}' also feeds ops outside the group; folding would change them"
+        return None
+
+    def scale_activation(
+        self,
+        model: nn.Module,
+        source: tuple[str, int],
+        consumers: list[tuple[str, int]],
+        scale: np.ndarray,
+        axis: int,
+    ) -> nn.Module:
+        reason = self.cannot_scale_activation(model, source, consumers)
+        if reason:
+            raise GraphError(f"Cannot apply a SmoothQuant scale at {source[0]}: {reason}")
+        node = self._graph(model).node(source[0])
+        factor = torch.as_tensor(scale, dtype=torch.float32)
+        with torch.no_grad():
+            for name in [w.name for w in node.weights.values()] + [node.bias]:
+                param = self._parameter(model, name)
+                param.mul_(factor.to(param.dtype).reshape(param.shape))
+        return model
 
     # -- quantizers -----------------------------------------------------------------------------
     def apply(

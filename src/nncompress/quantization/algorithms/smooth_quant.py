@@ -64,6 +64,15 @@ class SmoothQuantAdapter(Protocol):
         feeds nothing else."""
         ...
 
+    def cannot_scale_activation(
+        self, model: Any, source: tuple[str, int], consumers: Sequence[tuple[str, int]]
+    ) -> str | None:
+        """Optional: why ``scale_activation`` cannot be done for this group (None when it can).
+
+        A backend that only folds scales into producers says so here; the group is then skipped
+        and the reason recorded."""
+        ...
+
 
 @dataclass(frozen=True)
 class SmoothQuantGroup:
@@ -209,6 +218,11 @@ class SmoothQuant:
         self.records.append(record)
         if act.ndim != 1 or not np.all(np.isfinite(act)):
             record.reason = "activation statistics are not a finite per-channel vector"
+            return model
+        check = getattr(adapter, "cannot_scale_activation", None)
+        reason = check(model, g.source, g.consumers) if check is not None else None
+        if reason:
+            record.reason = reason
             return model
         weights, w_absmax = [], np.zeros_like(act)
         for node_name, port in g.weights:
