@@ -248,4 +248,31 @@ def test_transformer_model_type_applies_smooth_quant_without_touching_the_input(
         s_out = torch.cat([smoothed(x) for x in items])
         p_out = torch.cat([plain(x) for x in items])
     print(f"SQNR with SmoothQuant {sqnr_db(ref, s_out):.1f} dB, without {sqnr_db(ref, p_out):.1f} dB")
-    assert sqnr_db(ref, s_out) > sqnr_db(ref, p_out), "SmoothQuant should reduce the outlier's quantization error"
+    assert sqnr_db(ref, s_out) > sqnr_db(ref, p_out), (
+        "SmoothQuant should reduce the outlier's quantization error"
+    )
+
+
+def test_unsupported_op_is_left_in_float_and_named_in_a_warning():
+    class WithCumsum(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(torch.cumsum(x, dim=1))
+
+    model = WithCumsum().eval()
+    data = [torch.randn(2, 3, 8, 8) for _ in range(4)]
+    with pytest.warns(nncompress.errors.NNCompressWarning, match=r"cumsum"):
+        quantized = nncompress.quantize(
+            model,
+            nncompress.Dataset(data),
+            subset_size=4,
+            advanced_parameters=nncompress.quantization.advanced_parameters.AdvancedQuantizationParameters(
+                show_progress=False
+            ),
+        )
+    placement = quantized.nncf.hook_manager.placement
+    assert any("cumsum" in what for what in placement.skipped)
+    assert placement.weight_points, "the convolution is still quantized"

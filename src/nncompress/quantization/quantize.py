@@ -8,12 +8,14 @@ does only the framework work; the model returned is of the same type as the one 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from nncompress.backends import detect_backend, get_adapter
 from nncompress.data import Dataset
-from nncompress.errors import DatasetError, QuantizationError
+from nncompress.errors import DatasetError, NNCompressWarning, QuantizationError
+from nncompress.graph import op_kinds
 from nncompress.hardware.rules import load_rules
 from nncompress.parameters import ModelType, QuantizationMode, QuantizationPreset, TargetDevice
 from nncompress.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
@@ -149,6 +151,7 @@ def quantize(
         graph = adapter.build_graph(model, example)
         placement = _placement_for(graph, target_device, preset, model_type, ignored_scope, advanced)
         placement = _apply_overflow_fix(placement, advanced.overflow_fix, graph)
+        _warn_unsupported(graph)
         if model_type == ModelType.TRANSFORMER and _smooth_quant_alpha(advanced) >= 0:
             # SmoothQuant changes weights: work on a copy so the user's model stays untouched
             smooth = SmoothQuant(
@@ -183,6 +186,19 @@ def quantize(
         progress.close()
     _remember(quantized, placement)
     return quantized
+
+
+def _warn_unsupported(graph) -> None:
+    """Name every op the backend does not know: they stay in float, and the user should know."""
+    unknown = [n for n in graph.nodes if n.kind == op_kinds.UNKNOWN]
+    if unknown:
+        listed = ", ".join(f"'{n.name}' ({n.op_type})" for n in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        warnings.warn(
+            f"{len(unknown)} unsupported op(s) left in float, their inputs and outputs not quantized: {listed}{more}",
+            NNCompressWarning,
+            stacklevel=3,
+        )
 
 
 def _smooth_quant_alpha(advanced: AdvancedQuantizationParameters) -> float:
