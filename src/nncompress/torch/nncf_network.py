@@ -18,6 +18,8 @@ from ``_modules``, so forwards that iterate over children (``nn.Sequential``) do
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import types
 from collections.abc import Callable
 from typing import Any
@@ -84,8 +86,19 @@ def _restore_wrapped(original_class: type) -> Any:
 def _wrapped_class(cls: type) -> type:
     wrapped = _WRAPPED_CLASSES.get(cls)
     if wrapped is None:
+
+        def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return NNCFNetwork._nncf_forward(self, *args, **kwargs)
+
+        # exporters (torch.jit.trace, torch.onnx.export, openvino.convert_model) bind keyword
+        # example inputs by the forward's signature: show them the user's one
+        functools.update_wrapper(forward, cls.forward, assigned=("__doc__", "__name__"), updated=())
+        try:
+            forward.__signature__ = inspect.signature(cls.forward)
+        except (TypeError, ValueError):  # builtins without a signature keep *args, **kwargs
+            pass
         namespace = {
-            "forward": NNCFNetwork._nncf_forward,
+            "forward": forward,
             "__reduce_ex__": NNCFNetwork._nncf_reduce_ex,
             "_nncf_original_class": cls,
             "__module__": cls.__module__,
