@@ -465,3 +465,13 @@ def test_smooth_quant_scales_fold_into_the_layer_norm():
     assert np.allclose(numpy_helper.to_array(initializers(results[-1.0])["ln.weight"]), gamma)
     reference = run(model, data)
     assert sqnr(reference, run(results[None], data)) > sqnr(reference, run(results[-1.0], data)) + 3
+
+
+def test_quantization_report_reads_the_placement_stored_in_the_model(conv_case):
+    from nncompress.quantization.quantize import quantization_report
+
+    model, _, q = conv_case
+    report = quantization_report(q)
+    assert "Quantizers: 5 on weights" in report
+    with pytest.raises(QuantizationError, match="not produced by nncompress.quantize"):
+        quantization_report(model)

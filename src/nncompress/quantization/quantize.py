@@ -222,9 +222,20 @@ def _remember(model: Any, placement: Placement) -> None:
 
 
 def quantization_report(model: Any) -> str:
-    """The placement report of a model returned by ``quantize`` (every quantizer and every skip)."""
-    nncf = getattr(model, "nncf", None)
-    placement = getattr(getattr(nncf, "hook_manager", None), "placement", None)
+    """The placement report of a model returned by ``quantize`` (every quantizer and every skip).
+
+    Works for all backends: torch keeps the placement on the model, ONNX in its metadata and
+    OpenVINO in its runtime info.
+    """
+    backend = detect_backend(model)
+    placement = None
+    if backend == "torch":
+        placement = getattr(getattr(getattr(model, "nncf", None), "hook_manager", None), "placement", None)
+    else:
+        import importlib
+
+        stored = importlib.import_module(f"nncompress.{backend}").placement_of(model)
+        placement = Placement.from_dict(stored) if stored is not None else None
     if placement is None:
         raise QuantizationError(
             "This model was not produced by nncompress.quantize: it has no placement report"

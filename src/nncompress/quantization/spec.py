@@ -106,15 +106,37 @@ class Placement:
 
     def report(self) -> str:
         """A readable table: every quantizer, its spec and reason; every skipped tensor and why."""
-        lines = [f"Quantizers: {len(self.weight_points)} on weights, {len(self.activation_points)} on activations"]
+        lines = [
+            f"Quantizers: {len(self.weight_points)} on weights, {len(self.activation_points)} on activations"
+        ]
         for p in self.points:
             group = f" [unified #{p.unified_group}]" if p.unified_group is not None else ""
-            lines.append(f"  {'W' if p.is_weight else 'A'} {p.target}  {p.spec.describe()}{group}  ({p.reason})")
+            lines.append(
+                f"  {'W' if p.is_weight else 'A'} {p.target}  {p.spec.describe()}{group}  ({p.reason})"
+            )
         if self.skipped:
             lines.append(f"Not quantized: {len(self.skipped)}")
             for what, why in self.skipped.items():
                 lines.append(f"  - {what}: {why}")
         return "\n".join(lines)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Placement:
+        """The inverse of ``to_dict`` (placements stored in ONNX metadata or OpenVINO rt_info)."""
+        points = []
+        for raw in data.get("points", []):
+            t = raw["target"]
+            points.append(
+                QuantizationPoint(
+                    target=TargetPoint(TargetType(t["type"]), t["node"], int(t["port"])),
+                    spec=QuantizerSpec(**raw["spec"]),
+                    is_weight=bool(raw["is_weight"]),
+                    consumers=tuple((str(n), int(p)) for n, p in raw.get("consumers", [])),
+                    unified_group=raw.get("unified_group"),
+                    reason=raw.get("reason", ""),
+                )
+            )
+        return cls(points=points, skipped=dict(data.get("skipped", {})))
 
     def to_dict(self) -> dict:
         """JSON-ready form (for dumping the placement next to the model)."""

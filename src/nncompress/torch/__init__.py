@@ -14,9 +14,24 @@ _LAZY = {
     "NNCFNetwork": "nncompress.torch.nncf_network",
     "wrap_model": "nncompress.torch.nncf_network",
     "unwrap_model": "nncompress.torch.nncf_network",
+    # training-time compression (NNCF 2.x API)
+    "create_compressed_model": "nncompress.torch.model_creation",
+    "nncf_model_input": "nncompress.torch.model_creation",
+    "register_default_init_args": "nncompress.torch.initialization",
+    "PTInitializingDataLoader": "nncompress.torch.initialization",
 }
 
-__all__ = ["HookManager", "NNCFNetwork", "trace", "unwrap_model", "wrap_model"]
+__all__ = [
+    "HookManager",
+    "NNCFNetwork",
+    "PTInitializingDataLoader",
+    "create_compressed_model",
+    "nncf_model_input",
+    "register_default_init_args",
+    "trace",
+    "unwrap_model",
+    "wrap_model",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -34,5 +49,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from nncompress.torch.hooks import HookManager
+    from nncompress.torch.initialization import PTInitializingDataLoader, register_default_init_args
+    from nncompress.torch.model_creation import create_compressed_model, nncf_model_input
     from nncompress.torch.nncf_network import NNCFNetwork, unwrap_model, wrap_model
     from nncompress.torch.tracing import trace
