@@ -177,13 +177,10 @@ def test_unsupported_model_type_is_an_error():
         nncompress.quantize(object(), nncompress.Dataset([1]))
 
 
-# dict_io returns a Python int among its outputs, which torch.jit.trace (used by both exporters)
-# cannot record, for the float model as much as for the quantized one
-EXPORTABLE = sorted(set(ZOO) - {"dict_io"})
 CNNS = {"resnet", "mobilenet_v2", "unet", "efficientnet", "senet"}
 
 
-@pytest.mark.parametrize("name", EXPORTABLE)
+@pytest.mark.parametrize("name", sorted(ZOO))
 def test_exported_ir_and_onnx_agree_with_torch(name, tmp_path):
     ov = pytest.importorskip("openvino")
     pytest.importorskip("onnxruntime")
@@ -200,7 +197,7 @@ def test_exported_ir_and_onnx_agree_with_torch(name, tmp_path):
 
             ops = {n.op_type for n in onnx.load(str(path)).graph.node}
             assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-        feed = [x.numpy()]
+        feed = {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else [x.numpy()]
         got = (
             run_openvino(path, feed, f32=True)
             if suffix == "xml"

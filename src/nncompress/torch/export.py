@@ -81,6 +81,70 @@ def _default_input_names(model: nn.Module, args: tuple, kwargs: dict) -> list[st
     return names if len(names) == n_tensors else None
 
 
+class _FlatIO(nn.Module):
+    """Positional tensors in, a tuple of tensors out: what both exporters record reliably.
+
+    Used when the model takes keyword inputs or returns a dict, nested or non-tensor output.
+    Non-tensor keyword inputs are fixed at their example values; non-tensor outputs are
+    dropped. Inputs are named after the keywords, outputs after their path (``aux.0``).
+    """
+
+    def __init__(
+        self, model: nn.Module, n_positional: int, keywords: list[str], fixed: dict, output_names: list
+    ):
+        super().__init__()
+        self.model = model
+        self.n_positional = n_positional
+        self.keywords = keywords
+        self.fixed = fixed
+        self.output_names = output_names
+        self.example: tuple = ()
+        self.input_names: list[str] | None = None
+
+    def forward(self, *tensors: torch.Tensor) -> tuple:
+        args = tensors[: self.n_positional]
+        kwargs = dict(zip(self.keywords, tensors[self.n_positional :]))
+        kwargs.update(self.fixed)
+        return tuple(t for _, t in _tensor_leaves(self.model(*args, **kwargs)))
+
+    @classmethod
+    def wrap_if_needed(
+        cls, model: nn.Module, args: tuple, kwargs: dict, input_names: Sequence[str] | None
+    ) -> _FlatIO | None:
+        output = model(*args, **kwargs)
+        plain_output = torch.is_tensor(output) or (
+            isinstance(output, tuple) and all(torch.is_tensor(t) for t in output)
+        )
+        if not kwargs and plain_output:
+            return None
+        if not all(torch.is_tensor(a) for a in args):
+            return None  # nested positional structures: leave them to the exporter
+        keywords = [k for k, v in kwargs.items() if torch.is_tensor(v)]
+        fixed = {k: v for k, v in kwargs.items() if not torch.is_tensor(v)}
+        names = [path or "output" for path, _ in _tensor_leaves(output)]
+        flat = cls(model, len(args), keywords, fixed, names)
+        flat.example = (*args, *(kwargs[k] for k in keywords))
+        positional = _default_input_names(model, args, {}) or [f"input_{i}" for i in range(len(args))]
+        flat.input_names = [*positional, *keywords]
+        return flat
+
+
+def _tensor_leaves(value: Any, path: str = "") -> list[tuple[str, torch.Tensor]]:
+    """``(path, tensor)`` for every tensor in a nested output, in order."""
+    if torch.is_tensor(value):
+        return [(path, value)]
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, (tuple, list)):
+        items = enumerate(value)
+    else:
+        return []
+    leaves = []
+    for key, item in items:
+        leaves += _tensor_leaves(item, f"{path}.{key}" if path else str(key))
+    return leaves
+
+
 def _has_per_channel_quantizer(model: nn.Module) -> bool:
     return any(isinstance(m, BaseQuantizer) and m.per_channel and m.is_enabled for m in model.modules())
 
@@ -100,8 +164,10 @@ def export(
     ``example_input`` is a tensor, a tuple of tensors (positional inputs) or a dict of keyword
     inputs. Inputs are named after the forward arguments unless ``input_names`` is given.
     ``opset`` applies to ONNX (per-channel quantizers need >= 13). Inputs keep the example's
-    shapes, with the first axis dynamic when ``dynamic_batch`` (both formats). The model is exported in eval mode; the train/eval
-    flag of every submodule is restored afterwards. Any failure raises ``ExportError`` naming
+    shapes, with the first axis dynamic when ``dynamic_batch`` (both formats). Keyword inputs and
+    dict or nested outputs are flattened: inputs named after their keywords, outputs after their
+    path in the output structure (``logits``, ``aux.0``); non-tensor outputs are dropped. The
+    model is exported in eval mode; the train/eval flag of every submodule is restored afterwards. Any failure raises ``ExportError`` naming
     the path and the cause.
     """
     path = Path(path)
@@ -125,6 +191,12 @@ def export(
     model.eval()
     try:
         with torch.no_grad():
+            flat = _FlatIO.wrap_if_needed(model, args, kwargs, input_names)
+            if flat is not None:
+                model, args, kwargs = flat, flat.example, {}
+                example_input = flat.example
+                input_names = input_names or flat.input_names
+                output_names = output_names or flat.output_names
             if suffix == ".onnx":
                 _export_onnx(model, path, args, kwargs, input_names, output_names, opset, dynamic_batch)
             else:
