@@ -22,7 +22,6 @@ QDQ zero-point types: uint8 for ``[0, 255]`` grids, int8 for ``[-128, 127]`` and
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +45,7 @@ from nncompress.onnx.graph_builder import (
 )
 from nncompress.onnx.model_io import inference_session
 from nncompress.quantization.backend_api import StatisticRequest
+from nncompress.quantization.feeding import cast_input, describe_item
 from nncompress.quantization.params import QuantizerParams
 from nncompress.quantization.spec import Placement, QuantizationPoint, TargetPoint, TargetType
 from nncompress.quantization.statistics import reduce_batch
@@ -127,15 +127,6 @@ def default_opset(model: onnx.ModelProto) -> int:
 # ---------------------------------------------------------------------------------------------
 # calibration inputs
 # ---------------------------------------------------------------------------------------------
-def _to_numpy(value: Any) -> np.ndarray:
-    if "torch" in sys.modules:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            return value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
 def model_inputs(model: onnx.ModelProto) -> list[tuple[str, np.dtype | None]]:
     """(name, numpy dtype) of the graph inputs a caller feeds (initializers excluded)."""
     inits = {t.name for t in model.graph.initializer}
@@ -186,28 +177,9 @@ def make_feed(
         raise DatasetError(f"Calibration item {position} gives no value for the ONNX model inputs {missing}")
     feed = {}
     for name, value in pairs:
-        arr = _to_numpy(value)
-        want = dtypes.get(name)
-        if want is not None and arr.dtype != want:
-            if (arr.dtype.kind == "f" and want.kind == "f") or (
-                arr.dtype.kind in "iub" and want.kind in "iu"
-            ):
-                arr = arr.astype(want)
-            else:
-                raise DatasetError(
-                    f"Calibration item {position}: input '{name}' is {arr.dtype}, the ONNX model expects {want}"
-                )
+        arr = cast_input(value, dtypes.get(name), position, f"'{name}'", "ONNX")
         feed[name] = arr
     return feed
-
-
-def _describe(item: Any) -> str:
-    if isinstance(item, Mapping):
-        return "dict with keys " + ", ".join(map(str, list(item)[:8]))
-    if isinstance(item, (tuple, list)):
-        return f"{type(item).__name__} of {len(item)}"
-    arr = _to_numpy(item)
-    return f"array of shape {arr.shape} and dtype {arr.dtype}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,7 +305,7 @@ class Adapter:
                     outs = session.run(fetch, feed) if fetch else []
                 except Exception as exc:
                     raise DatasetError(
-                        f"ONNX Runtime failed on calibration item {count} ({_describe(item)}): "
+                        f"ONNX Runtime failed on calibration item {count} ({describe_item(item)}): "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
                 values: dict[str, np.ndarray] = dict(zip(fetch, outs))

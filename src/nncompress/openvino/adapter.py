@@ -31,7 +31,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -55,6 +54,7 @@ from nncompress.openvino.graph_builder import (
     to_physical,
 )
 from nncompress.quantization.backend_api import StatisticRequest
+from nncompress.quantization.feeding import cast_input, describe_item
 from nncompress.quantization.params import QuantizerParams
 from nncompress.quantization.spec import Placement, QuantizationPoint, TargetPoint, TargetType
 from nncompress.quantization.statistics import RAW, reduce_batch
@@ -69,15 +69,6 @@ def core() -> ov.Core:
     if _core is None:
         _core = ov.Core()
     return _core
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if "torch" in sys.modules:
-        import torch
-
-        if isinstance(value, torch.Tensor):
-            return value.detach().cpu().numpy()
-    return np.asarray(value)
 
 
 def _np_type(t: ov.Type) -> np.dtype | None:
@@ -114,28 +105,9 @@ def make_feed(ports: list[ov.Output], item: Any, position: int = 0) -> dict[int,
         )
     feed = {}
     for i, value in pairs:
-        arr = _to_numpy(value)
-        want = _np_type(ports[i].get_element_type())
-        if want is not None and arr.dtype != want:
-            if (arr.dtype.kind == "f" and want.kind == "f") or (
-                arr.dtype.kind in "iub" and want.kind in "iu"
-            ):
-                arr = arr.astype(want)
-            else:
-                raise DatasetError(
-                    f"Calibration item {position}: input {names[i]} is {arr.dtype}, the OpenVINO model expects {want}"
-                )
+        arr = cast_input(value, _np_type(ports[i].get_element_type()), position, names[i], "OpenVINO")
         feed[i] = arr
     return feed
-
-
-def _describe(item: Any) -> str:
-    if isinstance(item, Mapping):
-        return "dict with keys " + ", ".join(map(str, list(item)[:8]))
-    if isinstance(item, (tuple, list)):
-        return f"{type(item).__name__} of {len(item)}"
-    arr = _to_numpy(item)
-    return f"array of shape {arr.shape} and dtype {arr.dtype}"
 
 
 def _before_quantizer(out: ov.Output) -> ov.Output:
@@ -233,7 +205,7 @@ class Adapter:
                 request.infer(feed)
             except Exception as exc:
                 raise DatasetError(
-                    f"OpenVINO failed on calibration item {count} ({_describe(item)}): {type(exc).__name__}: {exc}"
+                    f"OpenVINO failed on calibration item {count} ({describe_item(item)}): {type(exc).__name__}: {exc}"
                 ) from exc
             for i, (_, reqs) in enumerate(wanted):
                 x = request.get_output_tensor(first + i).data
