@@ -29,8 +29,8 @@ from nncompress.quantization.algorithms.base import (
 )
 from nncompress.quantization.algorithms.fast_bias_correction import (
     BiasCorrectionRecord,
+    _CorrectsBias,
     apply_bias_shift,
-    bias_correction_report,
     plan_layer_statistics,
 )
 from nncompress.quantization.spec import Placement
@@ -52,7 +52,7 @@ def correction_levels(graph: Graph, layers: list[Node]) -> list[list[Node]]:
 
 
 @dataclass
-class BiasCorrection:
+class BiasCorrection(_CorrectsBias):
     """Sequential bias correction (see the module docstring)."""
 
     subset_size: int = 100
@@ -106,21 +106,3 @@ class BiasCorrection:
                 )
         self.records = [by_name[n.name] for n in layers]
         return self.records
-
-    def apply(
-        self,
-        model: Any,
-        graph: Graph,
-        adapter: Any,
-        dataset_inputs: Any,
-        *,
-        quantized_model: Any,
-        placement: Placement | None = None,
-    ) -> Any:
-        self.correct(
-            model, graph, adapter, dataset_inputs, quantized_model=quantized_model, placement=placement
-        )
-        return quantized_model
-
-    def report(self) -> str:
-        return bias_correction_report(self.records)

@@ -136,8 +136,33 @@ def plan_layer_statistics(
     return plans
 
 
+class _CorrectsBias:
+    """What both bias corrections share: ``apply`` corrects ``quantized_model`` in place."""
+
+    records: list[BiasCorrectionRecord]
+    correct: Any  # each subclass's own correction pass
+
+    def apply(
+        self,
+        model: Any,
+        graph: Graph,
+        adapter: Any,
+        dataset_inputs: Any,
+        *,
+        quantized_model: Any,
+        placement: Placement | None = None,
+    ) -> Any:
+        self.correct(
+            model, graph, adapter, dataset_inputs, quantized_model=quantized_model, placement=placement
+        )
+        return quantized_model
+
+    def report(self) -> str:
+        return bias_correction_report(self.records)
+
+
 @dataclass
-class FastBiasCorrection:
+class FastBiasCorrection(_CorrectsBias):
     """One-pass bias correction (see the module docstring). ``apply`` returns the quantized model
     with corrected biases; ``records`` holds what was done to each layer."""
 
@@ -194,21 +219,3 @@ class FastBiasCorrection:
                 apply_bias_shift(adapter, quantized_model, plan.node.name, shift, self.threshold, note)
             )
         return self.records
-
-    def apply(
-        self,
-        model: Any,
-        graph: Graph,
-        adapter: Any,
-        dataset_inputs: Any,
-        *,
-        quantized_model: Any,
-        placement: Placement | None = None,
-    ) -> Any:
-        self.correct(
-            model, graph, adapter, dataset_inputs, quantized_model=quantized_model, placement=placement
-        )
-        return quantized_model
-
-    def report(self) -> str:
-        return bias_correction_report(self.records)
