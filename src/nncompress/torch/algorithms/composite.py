@@ -1,0 +1,48 @@
+"""The torch composite controller: several algorithms on one model, exported once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncompress.api.composite import CompositeCompressionAlgorithmController
+from nncompress.torch.algorithms.base import BuildContext, export_compressed_model
+from nncompress.torch.initialization import model_device
+
+__all__ = ["PTCompositeCompressionAlgorithmController"]
+
+
+class PTCompositeCompressionAlgorithmController(CompositeCompressionAlgorithmController):
+    """Children are torch controllers of the same model; ``loss()`` is a torch scalar (zero when
+    there are no children, as for a config without ``compression``)."""
+
+    def __init__(self, target_model: nn.Module, context: BuildContext, children=()):
+        super().__init__(target_model, children)
+        self._example_args = tuple(context.example_args)
+        self._example_kwargs = dict(context.example_kwargs)
+
+    def _zero_loss(self) -> torch.Tensor:
+        return torch.zeros([], device=model_device(self.model))
+
+    def export_model(
+        self,
+        save_path: str | Path,
+        save_format: str | None = None,
+        input_names: list[str] | None = None,
+        output_names: list[str] | None = None,
+        model_args: tuple | None = None,
+    ) -> Any:
+        self.prepare_for_export()
+        return export_compressed_model(
+            self.model,
+            save_path,
+            self._example_args,
+            self._example_kwargs,
+            save_format=save_format,
+            input_names=input_names,
+            output_names=output_names,
+            model_args=model_args,
+        )
