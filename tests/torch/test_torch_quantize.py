@@ -276,3 +276,29 @@ def test_unsupported_op_is_left_in_float_and_named_in_a_warning():
     placement = quantized.nncf.hook_manager.placement
     assert any("cumsum" in what for what in placement.skipped)
     assert placement.weight_points, "the convolution is still quantized"
+
+
+@pytest.mark.parametrize(
+    ("fix", "device", "expect"),
+    [("enable", "CPU", "all"), ("first_layer_only", "ANY", "first"), ("enable", "GPU", "none")],
+)
+def test_overflow_fix_halves_weight_range_only_where_kernels_overflow(fix, device, expect):
+    from nncompress.quantization.advanced_parameters import AdvancedQuantizationParameters
+
+    model = build("resnet")
+    data = [model.make_input(batch=4, seed=i) for i in range(4)]
+    quantized = nncompress.quantize(
+        model,
+        nncompress.Dataset(data),
+        subset_size=4,
+        target_device=device,
+        advanced_parameters=AdvancedQuantizationParameters(overflow_fix=fix, show_progress=False),
+    )
+    weights = quantized.nncf.hook_manager.placement.weight_points
+    halved = [p for p in weights if p.spec.half_range]
+    if expect == "all":
+        assert len(halved) == len(weights)
+    elif expect == "first":
+        assert len(halved) == 1 and "conv" in halved[0].target.node
+    else:
+        assert not halved

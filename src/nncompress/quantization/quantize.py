@@ -18,13 +18,14 @@ from nncompress.errors import DatasetError, NNCompressWarning, QuantizationError
 from nncompress.graph import op_kinds
 from nncompress.hardware.rules import load_rules
 from nncompress.parameters import ModelType, QuantizationMode, QuantizationPreset, TargetDevice
-from nncompress.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+from nncompress.quantization.advanced_parameters import AdvancedQuantizationParameters
 from nncompress.quantization.algorithms import (
     BiasCorrection,
     FastBiasCorrection,
     MinMaxQuantization,
     SmoothQuant,
 )
+from nncompress.quantization.overflow_fix import apply_overflow_fix
 from nncompress.quantization.range_estimators import get_range_estimator
 from nncompress.quantization.spec import Placement
 from nncompress.scopes import IgnoredScope
@@ -103,24 +104,6 @@ def _placement_for(graph, target_device, preset, model_type, ignored_scope, adva
     )
 
 
-def _apply_overflow_fix(placement: Placement, overflow_fix: OverflowFix | str | None, graph) -> Placement:
-    """Use 7 of 8 weight bits where asked (CPUs without VNNI may saturate int8 accumulators)."""
-    from dataclasses import replace
-
-    fix = OverflowFix(overflow_fix) if overflow_fix is not None else OverflowFix.DISABLE
-    if fix is OverflowFix.DISABLE:
-        return placement
-    weight_points = [p for p in placement.points if p.is_weight and p.spec.num_bits == 8]
-    if fix is OverflowFix.FIRST_LAYER:
-        order = {n.name: i for i, n in enumerate(graph.topological_order())}
-        weight_points = sorted(weight_points, key=lambda p: order[p.target.node])[:1]
-    chosen = {id(p) for p in weight_points}
-    placement.points = [
-        replace(p, spec=replace(p.spec, half_range=True)) if id(p) in chosen else p for p in placement.points
-    ]
-    return placement
-
-
 def quantize(
     model: Any,
     calibration_dataset: Dataset,
@@ -150,7 +133,7 @@ def quantize(
         example = _first_item(calibration_dataset)
         graph = adapter.build_graph(model, example)
         placement = _placement_for(graph, target_device, preset, model_type, ignored_scope, advanced)
-        placement = _apply_overflow_fix(placement, advanced.overflow_fix, graph)
+        placement = apply_overflow_fix(placement, graph, advanced.overflow_fix, target_device)
         _warn_unsupported(graph)
         if model_type == ModelType.TRANSFORMER and _smooth_quant_alpha(advanced) >= 0:
             # SmoothQuant changes weights: work on a copy so the user's model stays untouched

@@ -395,6 +395,11 @@ class HookManager(nn.Module):
             del self._seen
 
     # -- state ----------------------------------------------------------------------------------
+    def _replicate_for_data_parallel(self) -> HookManager:
+        replica = super()._replicate_for_data_parallel()
+        replica._index = None  # the cached index holds this device's modules; replicas rebuild theirs
+        return replica
+
     def __getstate__(self) -> dict:
         state = super().__getstate__()
         state["_index"] = None  # derived; rebuilt on the next forward

@@ -44,9 +44,10 @@ from torch import nn
 
 from nncompress.config.effective import get_param
 from nncompress.errors import CompressionStateError, ConfigError, QuantizationError, ScopeError, did_you_mean
-from nncompress.graph import Graph, op_kinds
+from nncompress.graph import Graph
 from nncompress.hardware.rules import HardwareRules, load_rules
 from nncompress.parameters import TargetDevice
+from nncompress.quantization.overflow_fix import apply_overflow_fix
 from nncompress.quantization.placement import place_quantizers
 from nncompress.quantization.quantizer_params import compute_params, unify_ranges
 from nncompress.quantization.spec import Placement, QuantizationPoint, QuantizerSpec, TargetPoint, TargetType
@@ -66,9 +67,6 @@ __all__ = ["QuantizationBuilder", "QuantizerRecord", "model_quantizers", "scale_
 
 STATE_VERSION = 1
 GROUPS = ("weights", "activations")
-# devices whose INT8 kernels may overflow on 8-bit weights (NNCF applies overflow_fix only there)
-_OVERFLOW_FIX_DEVICES = frozenset({TargetDevice.ANY, TargetDevice.CPU})
-_FIRST_LAYER_KINDS = op_kinds.CONVOLUTION_KINDS - {op_kinds.CONVOLUTION_TRANSPOSE}
 _PERCENTILE_TYPES = frozenset({"percentile", "mean_percentile"})
 _SPEC_FIELDS = ("num_bits", "mode", "per_channel", "channel_axis", "signed", "narrow_range", "half_range")
 
@@ -414,22 +412,7 @@ class QuantizationBuilder(PTCompressionAlgorithmBuilder):
             )
 
     def _apply_overflow_fix(self, placement: Placement, graph: Graph) -> Placement:
-        fix = self.param("overflow_fix")
-        if fix == "disable" or self.target_device not in _OVERFLOW_FIX_DEVICES:
-            return placement
-        candidates = [p for p in placement.weight_points if p.spec.num_bits == 8]
-        if fix == "first_layer_only":
-            first = _first_convolutions(graph)
-            candidates = [p for p in candidates if p.target.node in first]
-        chosen = {p.target for p in candidates}
-        note = f"overflow_fix={fix}: 7 of 8 bits used ({self.target_device.value} INT8 kernels may overflow)"
-        placement.points = [
-            replace(p, spec=replace(p.spec, half_range=True), reason=f"{p.reason}; {note}")
-            if p.target in chosen
-            else p
-            for p in placement.points
-        ]
-        return placement
+        return apply_overflow_fix(placement, graph, self.param("overflow_fix"), self.target_device)
 
     # -- records and modules ------------------------------------------------------------------
     @staticmethod
@@ -598,23 +581,6 @@ def _scale_gradients(module: nn.Module, factor: float) -> None:
     for param in module.parameters():
         if param.requires_grad:
             param.register_hook(lambda grad, f=factor: grad * f)
-
-
-def _first_convolutions(graph: Graph) -> set[str]:
-    """Convolutions reached from the model inputs without passing another convolution."""
-    first: set[str] = set()
-    seen: set[str] = set()
-    stack = [n.name for n in graph.input_nodes()]
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        if graph.node(name).kind in _FIRST_LAYER_KINDS:
-            first.add(name)
-            continue
-        stack.extend(e.dst for e in graph.out_edges(name))
-    return first
 
 
 def model_quantizers(model: nn.Module) -> list[BaseQuantizer]:
