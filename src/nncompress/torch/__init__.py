@@ -19,14 +19,19 @@ _LAZY = {
     "nncf_model_input": "nncompress.torch.model_creation",
     "register_default_init_args": "nncompress.torch.initialization",
     "PTInitializingDataLoader": "nncompress.torch.initialization",
+    # filter pruning that removes channels
+    "prune_filters": "nncompress.torch.pruning",
+    "apply_pruning_record": "nncompress.torch.pruning",
 }
 
 __all__ = [
     "HookManager",
     "NNCFNetwork",
     "PTInitializingDataLoader",
+    "apply_pruning_record",
     "create_compressed_model",
     "nncf_model_input",
+    "prune_filters",
     "register_default_init_args",
     "trace",
     "unwrap_model",

@@ -17,6 +17,7 @@ from ``_modules``, so forwards that iterate over children (``nn.Sequential``) do
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
@@ -93,10 +94,8 @@ def _wrapped_class(cls: type) -> type:
         # exporters (torch.jit.trace, torch.onnx.export, openvino.convert_model) bind keyword
         # example inputs by the forward's signature: show them the user's one
         functools.update_wrapper(forward, cls.forward, assigned=("__doc__", "__name__"), updated=())
-        try:
+        with contextlib.suppress(TypeError, ValueError):  # no signature: keep *args, **kwargs
             forward.__signature__ = inspect.signature(cls.forward)
-        except (TypeError, ValueError):  # builtins without a signature keep *args, **kwargs
-            pass
         namespace = {
             "forward": forward,
             "__reduce_ex__": NNCFNetwork._nncf_reduce_ex,

@@ -25,8 +25,11 @@ __all__ = [
 _BUILDERS: dict[str, type] = {}
 
 # algorithm name (the "algorithm" value of a compression section) -> module registering its builder
+# built-in builders seen at registration, so an unregistered built-in comes back on lookup
+_BUILTIN_CLASSES: dict[str, type] = {}
 _BUILTIN_MODULES: dict[str, str] = {
     "quantization": "nncompress.torch.algorithms.quantization",
+    "filter_pruning": "nncompress.torch.pruning.builder",
 }
 
 
@@ -39,6 +42,8 @@ def register_algorithm_builder(name: str, *, replace: bool = False) -> Callable[
                 f"an algorithm builder for '{name}' is already registered ({_BUILDERS[name].__qualname__})"
             )
         _BUILDERS[name] = cls
+        if name in _BUILTIN_MODULES and cls.__module__.startswith(_BUILTIN_MODULES[name]):
+            _BUILTIN_CLASSES[name] = cls
         cls.algorithm_name = name  # type: ignore[attr-defined]
         return cls
 
@@ -59,6 +64,8 @@ def get_algorithm_builder(name: str) -> type:
     """The builder class for ``name``; ``ConfigError`` naming the available ones if there is none."""
     if name not in _BUILDERS and name in _BUILTIN_MODULES:
         importlib.import_module(_BUILTIN_MODULES[name])
+        if name not in _BUILDERS and name in _BUILTIN_CLASSES:  # unregistered after its import
+            _BUILDERS[name] = _BUILTIN_CLASSES[name]
     cls = _BUILDERS.get(name)
     if cls is None:
         available = registered_algorithms()

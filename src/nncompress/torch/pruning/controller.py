@@ -1,0 +1,244 @@
+"""The controller of filter pruning during training: level, schedule, statistics, strip, export.
+
+``ctrl.scheduler.epoch_step()`` (at the start of each epoch) moves the pruning level along the
+schedule and, when it changes, recomputes the masks from the current weights and re-estimates the
+BatchNorm statistics on the data registered with the config (``register_default_init_args``,
+``initializer.batchnorm_adaptation.num_bn_adaptation_samples``; skipped without data): removing
+channels shifts the statistics the next layers see, and a network with BatchNorm loses most of
+its accuracy until they are re-estimated. ``ctrl.compression_rate = x`` does the same at once;
+``ctrl.set_pruning_level(level, run_batchnorm_adaptation=False)`` only changes the masks unless
+asked. With ``pruning_flops_target`` the schedule
+and ``compression_rate`` are FLOPs reductions, and each level is found by bisection.
+
+``ctrl.strip()`` and ``ctrl.export_model()`` remove the pruned channels for real: the result is a
+plain model of the user's class with smaller layers (checked against the masked model on the
+example input). ``ctrl.pruning_record()`` gives the JSON record that replays the pruning onto a
+fresh model (``apply_pruning_record``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from nncompress.api.compression import BaseCompressionScheduler, CompressionStage, NNCFStatistics
+from nncompress.errors import CompressionStateError
+from nncompress.pruning.params import ALGORITHM, FilterPruningParams
+from nncompress.pruning.record import PruningRecord
+from nncompress.pruning.schedule import PruningSchedule, make_schedule
+from nncompress.pruning.selection import check_level
+from nncompress.pruning.statistics import FilterPruningStatistics, pruning_statistics
+from nncompress.torch.algorithms.base import (
+    BuildContext,
+    PTCompressionAlgorithmController,
+    export_compressed_model,
+)
+from nncompress.torch.pruning.engine import TorchFilterPruning
+
+__all__ = ["FilterPruningController", "FilterPruningScheduler"]
+
+
+class FilterPruningScheduler(BaseCompressionScheduler):
+    """Sets the controller's level from the schedule at every ``epoch_step()``."""
+
+    def __init__(self, controller: FilterPruningController, schedule: PruningSchedule):
+        super().__init__()
+        self.controller = controller
+        self.schedule = schedule
+        self.enabled = True
+
+    @property
+    def current_pruning_level(self) -> float:
+        return self.schedule.level(self.current_epoch)
+
+    def epoch_step(self, next_epoch: int | None = None) -> None:
+        """Move to the schedule's level for the new epoch; when it changes, recompute the masks and
+        re-estimate BatchNorm statistics (if the config registered data for it)."""
+        super().epoch_step(next_epoch)
+        value = self.current_pruning_level
+        if self.enabled and value != self.controller._value:
+            self.controller._set_target_value(value, run_batchnorm_adaptation=True)
+
+
+class FilterPruningController(PTCompressionAlgorithmController):
+    """Drives filter pruning of one wrapped model (see the module docstring)."""
+
+    def __init__(
+        self,
+        target_model: nn.Module,
+        engine: TorchFilterPruning,
+        params: FilterPruningParams,
+        context: BuildContext,
+        builder_state: dict[str, Any],
+        *,
+        bn_adaptation: tuple[Any, int] | None = None,
+    ):
+        super().__init__(target_model, ALGORITHM, builder_state, context)
+        self.engine = engine
+        self.params = params
+        self._bn_adaptation = bn_adaptation
+        schedule = make_schedule(
+            params.schedule,
+            initial=params.pruning_init,
+            target=params.target,
+            steps=params.pruning_steps,
+            num_init_steps=params.num_init_steps,
+        )
+        self._scheduler = FilterPruningScheduler(self, schedule)
+        self._value = params.pruning_init  # level, or FLOPs reduction in FLOPs mode
+
+    # -- level ----------------------------------------------------------------------------------
+    @property
+    def prune_flops(self) -> bool:
+        return self.params.pruning_flops_target is not None
+
+    @property
+    def pruning_level(self) -> float:
+        """The current pruning level (fraction of filters of each group removed)."""
+        return self.engine.selection.level
+
+    @property
+    def current_flops(self) -> int:
+        return self.engine.cost().flops
+
+    @property
+    def current_params(self) -> int:
+        return self.engine.cost().params
+
+    def _set_target_value(self, value: float, run_batchnorm_adaptation: bool = False) -> None:
+        if self.prune_flops:
+            self.set_flops_reduction(value, run_batchnorm_adaptation)
+        else:
+            self.set_pruning_level(value, run_batchnorm_adaptation)
+
+    def set_pruning_level(self, pruning_level: float, run_batchnorm_adaptation: bool = False) -> None:
+        """Recompute the masks for ``pruning_level`` in [0, 1) (ConfigError otherwise)."""
+        level = check_level(pruning_level)
+        self.engine.apply(self.engine.select(level))
+        self._value = level if not self.prune_flops else self.flops_reduction
+        if run_batchnorm_adaptation:
+            self.run_batchnorm_adaptation()
+
+    def set_flops_reduction(self, reduction: float, run_batchnorm_adaptation: bool = False) -> None:
+        """Recompute the masks at the smallest level removing at least ``reduction`` of the FLOPs."""
+        reduction = check_level(reduction, "pruning_flops_target")
+        self.engine.apply(self.engine.select_flops(reduction))
+        self._value = reduction
+        if run_batchnorm_adaptation:
+            self.run_batchnorm_adaptation()
+
+    @property
+    def flops_reduction(self) -> float:
+        original = self.engine.original_cost.flops
+        return 1.0 - self.current_flops / original if original else 0.0
+
+    @property
+    def compression_rate(self) -> float:
+        """The pruning level, or the FLOPs reduction when ``pruning_flops_target`` is set."""
+        return self.flops_reduction if self.prune_flops else self.pruning_level
+
+    @compression_rate.setter
+    def compression_rate(self, value: float) -> None:
+        self._set_target_value(value, run_batchnorm_adaptation=True)
+
+    def run_batchnorm_adaptation(self) -> int:
+        """Re-estimate BatchNorm statistics with the config's ``BNAdaptationInitArgs`` (if any)."""
+        if self._bn_adaptation is None:
+            return 0
+        from nncompress.torch.initialization import run_bn_adaptation
+
+        init_args, samples = self._bn_adaptation
+        return run_bn_adaptation(self.model, init_args, samples)
+
+    def disable_scheduler(self) -> None:
+        self._scheduler.enabled = False
+
+    # -- reports --------------------------------------------------------------------------------
+    def compression_stage(self) -> CompressionStage:
+        value = self.compression_rate
+        if value <= 0.0:
+            return CompressionStage.UNCOMPRESSED
+        if value >= self.params.target - 1e-9:
+            return CompressionStage.FULLY_COMPRESSED
+        return CompressionStage.PARTIALLY_COMPRESSED
+
+    def pruning_statistics(self) -> FilterPruningStatistics:
+        engine = self.engine
+        return pruning_statistics(
+            engine.graph,
+            engine.deps,
+            engine.keep,
+            pruning_level=self.pruning_level,
+            target_level=self.params.pruning_target,
+            flops_target=self.params.pruning_flops_target,
+            notes=engine.selection.notes,
+            original=engine.original_cost,
+        )
+
+    def statistics(self, quickly_collected_only: bool = False) -> NNCFStatistics:
+        stats = NNCFStatistics()
+        stats.register(ALGORITHM, self.pruning_statistics())
+        return stats
+
+    def describe_groups(self) -> str:
+        """Which layers are pruned together and why; which are left out and why."""
+        return self.engine.deps.describe()
+
+    def pruning_record(self) -> PruningRecord:
+        """The JSON-serializable record of the removed channels (module path -> kept indices)."""
+        return self.engine.record()
+
+    # -- strip and export -------------------------------------------------------------------------
+    def _example(self) -> tuple[tuple, dict]:
+        return self._example_args, self._example_kwargs
+
+    def strip_model(self, model: nn.Module, do_copy: bool = False) -> nn.Module:
+        """``model`` with the pruned channels removed: a plain model of the user's class.
+
+        Checked against the masked model on the example input (``PruningError`` if they differ).
+        """
+        return self.engine.strip(model, example=self._example(), inplace=not do_copy)
+
+    def strip(self, do_copy: bool = True) -> nn.Module:
+        return self.strip_model(self.model, do_copy=do_copy)
+
+    def export_model(
+        self,
+        save_path: str | Path,
+        save_format: str | None = None,
+        input_names: list[str] | None = None,
+        output_names: list[str] | None = None,
+        model_args: tuple | None = None,
+    ) -> Path:
+        """Export the physically pruned model (``.onnx`` or OpenVINO ``.xml``)."""
+        stripped = self.strip(do_copy=True)
+        return export_compressed_model(
+            stripped,
+            save_path,
+            self._example_args,
+            self._example_kwargs,
+            save_format=save_format,
+            input_names=input_names,
+            output_names=output_names,
+            model_args=model_args,
+        )
+
+    # -- state ------------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        state[self.algorithm_name]["pruning_level"] = self.pruning_level
+        state[self.algorithm_name]["target_value"] = self._value
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        mine = state[self.algorithm_name]
+        try:
+            level = float(mine.get("pruning_level", 0.0))
+            self._value = float(mine.get("target_value", level))
+        except (TypeError, ValueError) as exc:
+            raise CompressionStateError(f"{self.algorithm_name}: corrupt pruning level in {mine!r}") from exc
+        # the masks themselves come back with the model's state_dict; only the level is noted here
+        self.engine.selection.level = level
