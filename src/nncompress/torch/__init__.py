@@ -19,6 +19,7 @@ _LAZY = {
     "nncf_model_input": "nncompress.torch.model_creation",
     "register_default_init_args": "nncompress.torch.initialization",
     "PTInitializingDataLoader": "nncompress.torch.initialization",
+    "load_state": "nncompress.torch.checkpoint",
     # filter pruning that removes channels
     "prune_filters": "nncompress.torch.pruning",
     "apply_pruning_record": "nncompress.torch.pruning",
@@ -30,6 +31,7 @@ __all__ = [
     "PTInitializingDataLoader",
     "apply_pruning_record",
     "create_compressed_model",
+    "load_state",
     "nncf_model_input",
     "prune_filters",
     "register_default_init_args",
