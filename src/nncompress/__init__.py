@@ -7,9 +7,9 @@ written against NNCF's public API.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from nncompress._lazy import lazy_exports
 from nncompress.version import __version__
 
 # public name -> module that defines it (loaded on first attribute access)
@@ -43,17 +43,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nncompress' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports("nncompress", globals(), _LAZY)
 
 
 if TYPE_CHECKING:  # pragma: no cover - names for type checkers and IDEs

@@ -7,8 +7,9 @@ submodules (and onnx itself) load on first use of the names below.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nncompress._lazy import lazy_exports
 
 _LAZY = {
     "Adapter": "nncompress.onnx.adapter",
@@ -21,17 +22,7 @@ _LAZY = {
 __all__ = ["Adapter", "build_graph", "load_model", "placement_of", "save_model"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nncompress.onnx' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports("nncompress.onnx", globals(), _LAZY)
 
 
 if TYPE_CHECKING:  # pragma: no cover

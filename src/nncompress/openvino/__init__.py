@@ -7,8 +7,9 @@ submodules (and openvino itself) load on first use of the names below.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nncompress._lazy import lazy_exports
 
 _LAZY = {
     "Adapter": "nncompress.openvino.adapter",
@@ -20,17 +21,7 @@ _LAZY = {
 __all__ = ["Adapter", "build_graph", "index_model", "placement_of"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nncompress.openvino' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports("nncompress.openvino", globals(), _LAZY)
 
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -13,8 +13,9 @@ Light to import: submodules load on first use of the names below.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nncompress._lazy import lazy_exports
 
 _LAZY = {
     "FilterPruningBuilder": "nncompress.torch.pruning.builder",
@@ -43,17 +44,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nncompress.torch.pruning' has no attribute '{name}'")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports("nncompress.torch.pruning", globals(), _LAZY)
 
 
 if TYPE_CHECKING:  # pragma: no cover
