@@ -120,6 +120,9 @@ class ChannelDependencies:
     unit_fixed: np.ndarray
     unit_members: list[list[tuple[str, int]]]
     unit_reasons: dict[int, list[str]]
+    # (node, output port) -> (channel axis, unit of each channel, FIXED where fixed): the op
+    # outputs whose channels the analysis followed (per-channel activation hooks read them)
+    tensor_units: dict[tuple[str, int], tuple[int, np.ndarray]] = field(default_factory=dict)
 
     @property
     def num_units(self) -> int:
@@ -289,6 +292,9 @@ def _finish(ctx: Propagation) -> ChannelDependencies:
         if (gi, what) not in seen:
             seen.add((gi, what))
             groups[gi].couplings.append(what)
+    tensor_units = {
+        key: (cmap.axis, to_units(cmap.atoms)) for key, cmap in ctx.maps.items() if cmap is not None
+    }
     return ChannelDependencies(
         graph=ctx.graph,
         layers=ctx.layers,
@@ -297,6 +303,7 @@ def _finish(ctx: Propagation) -> ChannelDependencies:
         unit_fixed=fixed,
         unit_members=members,
         unit_reasons=reasons,
+        tensor_units=tensor_units,
     )
 
 

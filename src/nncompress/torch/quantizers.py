@@ -17,6 +17,8 @@ parameters in the NNCF 2.x form:
 Per-channel parameters are stored in the shape that broadcasts against the quantized tensor
 (``(C, 1, 1, 1)`` for a conv weight quantized along axis 0; ``(1, C, 1, 1)`` for NCHW
 activations along axis 1); per-tensor ones have shape ``(1,)``.
+When filter pruning removes channels physically, :meth:`BaseQuantizer.prune_channels` slices
+the per-channel parameters to the kept channels.
 
 Three forward paths, chosen per call:
 
@@ -369,6 +371,36 @@ class BaseQuantizer(nn.Module):
 
     def set_params(self, params: QuantizerParams) -> None:
         raise NotImplementedError
+
+    def prune_channels(self, keep: Sequence[int] | np.ndarray | torch.Tensor) -> BaseQuantizer:
+        """Keep only the channels ``keep`` (distinct indices along ``channel_axis``, ascending)
+        of a per-channel quantizer, in place: every parameter is sliced along the channel axis,
+        so the quantizer fits its tensor once filter pruning has removed the other channels, and
+        quantizes the kept ones exactly as before. A per-tensor quantizer is left as it is.
+        Returns ``self``."""
+        if not self.per_channel:
+            return self
+        idx = torch.as_tensor(np.asarray(keep, dtype=np.int64).reshape(-1))
+        channels = self._scale_shape[self._axis]
+        if (
+            idx.numel() == 0
+            or int(idx.min()) < 0
+            or int(idx.max()) >= channels
+            or len(set(idx.tolist())) != idx.numel()
+        ):
+            raise QuantizationError(
+                f"{type(self).__name__}.prune_channels: kept channels must be distinct indices in "
+                f"[0, {channels}), got {idx.tolist()}"
+            )
+        for name, param in list(self._parameters.items()):
+            if param is None:
+                continue
+            new = param.detach().index_select(self._axis, idx.to(param.device)).clone()
+            self._parameters[name] = nn.Parameter(new, requires_grad=param.requires_grad)
+        shape = list(self._scale_shape)
+        shape[self._axis] = int(idx.numel())
+        self._scale_shape = tuple(shape)
+        return self
 
     # -- parameters out -------------------------------------------------------------------------
 

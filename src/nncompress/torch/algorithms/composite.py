@@ -17,7 +17,9 @@ __all__ = ["PTCompositeCompressionAlgorithmController"]
 
 class PTCompositeCompressionAlgorithmController(CompositeCompressionAlgorithmController):
     """Children are torch controllers of the same model; ``loss()`` is a torch scalar (zero when
-    there are no children, as for a config without ``compression``)."""
+    there are no children, as for a config without ``compression``). ``strip()`` applies every
+    child's strip in turn to one copy (see :meth:`CompositeCompressionAlgorithmController.strip_model`);
+    ``export_model`` exports that stripped copy."""
 
     def __init__(self, target_model: nn.Module, context: BuildContext, children=()):
         super().__init__(target_model, children)
@@ -35,9 +37,12 @@ class PTCompositeCompressionAlgorithmController(CompositeCompressionAlgorithmCon
         output_names: list[str] | None = None,
         model_args: tuple | None = None,
     ) -> Any:
+        """Export the model every child has stripped (:meth:`strip`, on a copy): filter pruning
+        cuts the pruned channels out (and the per-channel quantizers on them), quantization keeps
+        its enabled fake quantizers, so pruning + quantization gives a smaller INT8 model."""
         self.prepare_for_export()
         return export_compressed_model(
-            self.model,
+            self.strip(do_copy=True),
             save_path,
             self._example_args,
             self._example_kwargs,

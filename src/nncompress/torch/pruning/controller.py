@@ -12,7 +12,9 @@ and ``compression_rate`` are FLOPs reductions, and each level is found by bisect
 
 ``ctrl.strip()`` and ``ctrl.export_model()`` remove the pruned channels for real: the result is a
 plain model of the user's class with smaller layers (checked against the masked model on the
-example input). ``ctrl.pruning_record()`` gives the JSON record that replays the pruning onto a
+example input). Combined with quantization (``compression: [filter_pruning, quantization]``), the
+composite controller's strip keeps the model wrapped with its fake quantizers, per-channel ones
+cut to the kept channels, so the export is a pruned INT8 model. ``ctrl.pruning_record()`` gives the JSON record that replays the pruning onto a
 fresh model (``apply_pruning_record``).
 """
 
@@ -195,7 +197,9 @@ class FilterPruningController(PTCompressionAlgorithmController):
         return self._example_args, self._example_kwargs
 
     def strip_model(self, model: nn.Module, do_copy: bool = False) -> nn.Module:
-        """``model`` with the pruned channels removed: a plain model of the user's class.
+        """``model`` with the pruned channels removed: a plain model of the user's class, or, when
+        the model carries other hooks (quantizers), the wrapped model without the masks and with
+        its per-channel quantizers cut (:meth:`TorchFilterPruning.strip`).
 
         Checked against the masked model on the example input (``PruningError`` if they differ).
         """

@@ -4,6 +4,8 @@
 model: it analyses the traced graph (layers without a registered pruner are left out), ranks
 filters on the model's weights, keeps the masks of a wrapped model in step with the selected
 channels, and cuts the channels out of a copy of the model (:meth:`TorchFilterPruning.strip`).
+When the model also carries fake quantizers (pruning combined with quantization), the cut model
+stays wrapped and its per-channel quantizers are cut to the kept channels, so it exports to INT8.
 
 Without training, :func:`prune_filters` does it all at once::
 
@@ -35,7 +37,14 @@ from nncompress.pruning.params import FilterPruningParams
 from nncompress.pruning.record import PruningRecord, build_record
 from nncompress.pruning.selection import ChannelSelection, select_channels, select_for_flops
 from nncompress.torch.pruning.layers import find_pruner
-from nncompress.torch.pruning.masks import ChannelMask, MaskPoint, insert_masks, plan_masks, update_masks
+from nncompress.torch.pruning.masks import (
+    ChannelMask,
+    MaskPoint,
+    insert_masks,
+    plan_masks,
+    target_units,
+    update_masks,
+)
 
 __all__ = ["TorchFilterPruning", "apply_pruning_record", "excluded_nodes", "prune_filters", "torch_supports"]
 
@@ -188,7 +197,14 @@ class TorchFilterPruning:
     def strip(
         self, model: nn.Module, *, example: tuple[tuple, dict] | None = None, inplace: bool = False
     ) -> nn.Module:
-        """A plain model (the user's class, no hooks) with the removed channels cut out.
+        """``model`` with the removed channels cut out (a copy unless ``inplace``).
+
+        A plain model, or a wrapped one whose only hooks are this engine's masks, becomes a plain
+        model (the user's class, no hooks). A wrapped model with other hooks as well (the fake
+        quantizers of quantization) stays wrapped: the masks are removed, the layers are cut in
+        place (node names do not change, so the other hooks still apply to the same ops) and the
+        per-channel hooks on cut tensors are cut with them (:meth:`_cut_hooks`). Its
+        ``nncf.graph`` stays the graph of the unpruned model.
 
         With ``example`` (args, kwargs), the stripped model is run next to the masked one and must
         give the same outputs; a ``PruningError`` says so otherwise (a layer consuming channels in
@@ -197,11 +213,17 @@ class TorchFilterPruning:
         from nncompress.torch.nncf_network import is_wrapped, unwrap_model
 
         reference = _run(model, example) if example is not None else None
-        if is_wrapped(model):
-            plain = unwrap_model(model, inplace=inplace)
-        else:
+        keep = self.keep
+        if is_wrapped(model) and _has_other_hooks(model):
             plain = model if inplace else copy.deepcopy(model)
-        apply_pruning_record(plain, self.record())
+            apply_pruning_record(plain, self.record())
+            self._cut_hooks(plain, keep)
+        else:
+            if is_wrapped(model):
+                plain = unwrap_model(model, inplace=inplace)
+            else:
+                plain = model if inplace else copy.deepcopy(model)
+            apply_pruning_record(plain, self.record())
         if example is not None:
             try:
                 got = _run(plain, example)
@@ -213,6 +235,38 @@ class TorchFilterPruning:
                 ) from exc
             _compare(reference, got)
         return plain
+
+    def _cut_hooks(self, model: nn.Module, keep: np.ndarray) -> None:
+        """Remove the masks of the wrapped ``model`` (its layers already cut) and cut every
+        per-channel quantizer on a pruned tensor (a weight, a bias, an activation) to the kept
+        channels (:meth:`BaseQuantizer.prune_channels`); per-tensor quantizers stay as they are."""
+        from nncompress.torch.quantizers import BaseQuantizer
+
+        manager = model.nncf.hook_manager
+        for target, hook in list(manager.items()):
+            if isinstance(hook, ChannelMask):
+                manager.remove(target, hook)
+                continue
+            if not isinstance(hook, BaseQuantizer) or not hook.per_channel:
+                continue
+            shape = hook.scale_shape
+            axis = int(hook.channel_axis)
+            units = target_units(self.graph, self.deps, target, axis, len(shape))
+            if units is None:
+                continue
+            if len(units) != shape[axis]:
+                raise PruningError(
+                    f"the per-channel quantizer at {target} has {shape[axis]} channels, the pruned tensor "
+                    f"{len(units)}: cannot cut it to the kept channels"
+                )
+            kept = np.flatnonzero((units < 0) | keep[np.maximum(units, 0)])
+            if len(kept) < len(units):
+                hook.prune_channels(kept)
+
+
+def _has_other_hooks(model: nn.Module) -> bool:
+    """Whether the wrapped ``model`` has hooks other than pruning masks."""
+    return any(not isinstance(hook, ChannelMask) for _, hook in model.nncf.hook_manager.items())
 
 
 def _run(model: nn.Module, example: tuple[tuple, dict]) -> list[torch.Tensor]:

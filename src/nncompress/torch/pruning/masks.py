@@ -26,7 +26,7 @@ from nncompress.graph import op_kinds as K
 from nncompress.pruning.channels import ChannelDependencies
 from nncompress.quantization.spec import TargetPoint, TargetType
 
-__all__ = ["ChannelMask", "MaskPoint", "insert_masks", "plan_masks", "update_masks"]
+__all__ = ["ChannelMask", "MaskPoint", "insert_masks", "plan_masks", "target_units", "update_masks"]
 
 # ops whose bias argument comes right after the weight (so its tensor port is the weight's + 1)
 _BIAS_AFTER_WEIGHT = frozenset(
@@ -119,6 +119,47 @@ def plan_masks(graph: Graph, deps: ChannelDependencies, *, prune_batch_norms: bo
                 MaskPoint(TargetPoint(TargetType.WEIGHT, name, port), lay.in_axis, lay.in_units, "inputs")
             )
     return points
+
+
+def target_units(
+    graph: Graph, deps: ChannelDependencies, target: TargetPoint, axis: int, ndim: int
+) -> np.ndarray | None:
+    """The unit of each position along ``axis`` of the tensor at ``target`` (FIXED where fixed),
+    or None when the analysis put no unit there (the axis keeps all its channels).
+
+    Weight ports follow the op's weight (``out_axis``/``in_axis``) or bias (axis 0), as the masks
+    do; input and output ports follow the channel map of the tensor. ``ndim`` is the tensor's
+    rank (to compare negative axes). Per-channel hooks on a pruned tensor (a quantizer on a
+    pruned weight) are cut to the kept positions of these units.
+    """
+    axis = axis % ndim
+    if target.type is TargetType.WEIGHT:
+        lay = deps.layers.get(target.node)
+        node = graph.node(target.node) if lay is not None else None
+        if node is None or not node.weights:
+            return None
+        port = min(node.weights)
+        own = lay.channel_units if lay.channel_units is not None else lay.out_units
+        if target.port == port:
+            if axis == lay.out_axis % ndim:
+                return own
+            if axis == lay.in_axis % ndim and lay.channel_units is None:
+                return lay.in_units
+            return None
+        if node.bias and node.op_type in _BIAS_AFTER_WEIGHT and target.port == port + 1 and axis == 0:
+            return own
+        return None
+    if target.type is TargetType.OUTPUT:
+        key = (target.node, target.port)
+    else:
+        edges = [e for e in graph.in_edges(target.node) if e.dst_port == target.port]
+        if not edges:
+            return None
+        key = (edges[0].src, edges[0].src_port)
+    entry = deps.tensor_units.get(key)
+    if entry is None or entry[0] % ndim != axis:
+        return None
+    return entry[1]
 
 
 def insert_masks(model: nn.Module, points: list[MaskPoint]) -> list[ChannelMask]:
