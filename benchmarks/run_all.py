@@ -23,6 +23,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = [
     "ptq_torch.py",
     "qat_torch.py",
+    "pruning_torch.py",
 ]
 
 
