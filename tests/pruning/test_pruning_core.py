@@ -375,12 +375,15 @@ def test_schedules():
     assert [base.level(e) for e in (-1, 0, 1, 2, 50)] == [0.1, 0.1, 0.1, 0.5, 0.5]
     exp = make_schedule("exponential", initial=0.0, target=0.5, steps=10, num_init_steps=1)
     assert exp.level(-1) == exp.level(0) == exp.level(1) == 0.0
-    assert exp.level(6) == pytest.approx(1 - 0.5**0.5)
-    assert exp.level(11) == exp.level(100) == 0.5
+    # NNCF 2.x counting: the target is reached in the pruning_steps-th epoch (t = steps - 1)
+    assert exp.level(6) == pytest.approx(1 - 0.5 ** (5 / 9))
+    assert exp.level(9) < 0.5 and exp.level(10) == exp.level(100) == 0.5
+    three = make_schedule("exponential", initial=0.1, target=0.5, steps=3, num_init_steps=0)
+    assert [round(three.level(e), 3) for e in range(4)] == [0.1, 0.329, 0.5, 0.5]
     levels = [exp.level(e) for e in range(12)]
     assert levels == sorted(levels)
     bias = make_schedule("exponential_with_bias", initial=0.2, target=0.6, steps=8, num_init_steps=0)
-    assert bias.level(0) == pytest.approx(0.2) and bias.level(8) == pytest.approx(0.6)
+    assert bias.level(0) == pytest.approx(0.2) and bias.level(7) == pytest.approx(0.6)
     levels = [bias.level(e) for e in range(9)]
     assert levels == sorted(levels)
     # fast early: more than half of the way after a quarter of the steps

@@ -6,9 +6,9 @@ to ``steps``):
 
 - ``baseline``: the target right away;
 - ``exponential``: the kept fraction ``1 - level`` shrinks geometrically,
-  ``1 - level(t) = (1 - initial) * ((1 - target) / (1 - initial)) ** (t / steps)``;
-- ``exponential_with_bias``: ``level(t) = a * exp(-k t) + b`` with ``k = 4 / steps`` and ``a``, ``b``
-  chosen so that ``level(0) = initial`` and ``level(steps) = target``: fast early, then levelling
+  ``1 - level(t) = (1 - initial) * ((1 - target) / (1 - initial)) ** (t / s)``;
+- ``exponential_with_bias``: ``level(t) = a * exp(-k t) + b`` with ``k = 4 / s`` and ``a``, ``b``
+  chosen so that ``level(0) = initial`` and ``level(s) = target``: fast early, then levelling
   off at the target.
 
 After the schedule, the level stays at the target. ``initial`` and ``target`` may be pruning
@@ -17,7 +17,7 @@ levels or FLOPs reductions (``pruning_flops_target``): the schedule only interpo
 Example::
 
     s = make_schedule("exponential", initial=0.0, target=0.5, steps=10, num_init_steps=1)
-    [round(s.level(e), 3) for e in (0, 1, 6, 11)]  # [0.0, 0.0, 0.293, 0.5]
+    [round(s.level(e), 3) for e in (0, 1, 6, 10)]  # [0.0, 0.0, 0.32, 0.5]
 """
 
 from __future__ import annotations
@@ -55,12 +55,13 @@ class PruningSchedule(ABC):
         self.target = float(target)
         self.steps = int(steps)
         self.num_init_steps = int(num_init_steps)
+        self.span = self.steps - 1  # epochs from the first level to the target (NNCF's count)
 
     def level(self, epoch: int) -> float:
         t = epoch - self.num_init_steps
         if t < 0:
             return self.initial
-        if t >= self.steps:
+        if t >= self.span:
             return self.target
         value = self._level(t)
         lo, hi = sorted((self.initial, self.target))
@@ -88,15 +89,15 @@ class ExponentialSchedule(PruningSchedule):
 
     def _level(self, t: int) -> float:
         kept0, kept1 = 1.0 - self.initial, 1.0 - self.target
-        return 1.0 - kept0 * (kept1 / kept0) ** (t / self.steps)
+        return 1.0 - kept0 * (kept1 / kept0) ** (t / self.span)
 
 
 class ExponentialWithBiasSchedule(PruningSchedule):
     name = "exponential_with_bias"
 
     def _level(self, t: int) -> float:
-        k = 4.0 / self.steps
-        end = math.exp(-k * self.steps)
+        k = 4.0 / self.span
+        end = math.exp(-k * self.span)
         a = (self.initial - self.target) / (1.0 - end)
         b = self.target - a * end
         return a * math.exp(-k * t) + b
