@@ -26,6 +26,7 @@ _LAZY = {
     "DropType": "nncompress.parameters",
     "QuantizationMode": "nncompress.parameters",
     "strip": "nncompress.quantization.quantize",
+    "quantize_with_accuracy_control": "nncompress.quantization.accuracy_control",
 }
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "TargetDevice",
     "__version__",
     "quantize",
+    "quantize_with_accuracy_control",
     "strip",
 ]
 
