@@ -104,6 +104,28 @@ class TinyBlock(nn.Module):
         return self.out(F.relu(self.q(h)) + self.k(h))
 
 
+class SensitiveMLP(nn.Module):
+    """fc1's channel 0 is 1000x larger (fc2 undoes it): fc2's per-tensor input quantizer rounds
+    every other channel to zero, so fc2 is the op to keep in float."""
+
+    input_shape = (16,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 32)
+        self.fc3 = nn.Linear(32, 10)
+        with torch.no_grad():
+            self.fc2.bias.zero_()
+            self.fc3.bias.zero_()
+            self.fc1.weight[0] *= 1000.0
+            self.fc1.bias[0] = 1000.0
+            self.fc2.weight[:, 0] /= 1000.0
+
+    def forward(self, x):
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
 def build(cls: type[nn.Module], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = cls().eval()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from backend_models import build, export_onnx
-from torch import nn
+from backend_models import SensitiveMLP, build, export_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -22,28 +20,6 @@ from nncompress.quantization.accuracy_control import (  # noqa: E402
 from nncompress.quantization.advanced_parameters import AdvancedQuantizationParameters  # noqa: E402
 
 ADVANCED = AdvancedQuantizationParameters(show_progress=False)
-
-
-class SensitiveMLP(nn.Module):
-    """fc1's channel 0 is 1000x larger (fc2 undoes it): fc2's per-tensor input quantizer rounds
-    every other channel to zero, so fc2 is the op to keep in float."""
-
-    input_shape = (16,)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(16, 32)
-        self.fc2 = nn.Linear(32, 32)
-        self.fc3 = nn.Linear(32, 10)
-        with torch.no_grad():
-            self.fc2.bias.zero_()
-            self.fc3.bias.zero_()
-            self.fc1.weight[0] *= 1000.0
-            self.fc1.bias[0] = 1000.0
-            self.fc2.weight[:, 0] /= 1000.0
-
-    def forward(self, x):
-        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 
 
 def run(model, x: np.ndarray) -> np.ndarray:
