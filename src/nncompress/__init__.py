@@ -52,5 +52,6 @@ if TYPE_CHECKING:  # pragma: no cover - names for type checkers and IDEs
     from nncompress.config.nncf_config import NNCFConfig
     from nncompress.data import Dataset
     from nncompress.parameters import DropType, ModelType, QuantizationMode, QuantizationPreset, TargetDevice
+    from nncompress.quantization.accuracy_control import quantize_with_accuracy_control
     from nncompress.quantization.quantize import quantize, strip
     from nncompress.scopes import IgnoredScope
