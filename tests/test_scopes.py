@@ -29,7 +29,9 @@ def test_nncf_style_scopes_are_converted():
 
 
 def test_unmatched_entry_is_an_error_with_suggestion():
-    with pytest.raises(ScopeError, match=r"name 'Net/ReLU\[relu\]/relu_1'.*Did you mean 'Net/ReLU\[relu\]/relu_0'"):
+    with pytest.raises(
+        ScopeError, match=r"name 'Net/ReLU\[relu\]/relu_1'.*Did you mean 'Net/ReLU\[relu\]/relu_0'"
+    ):
         IgnoredScope(names=["Net/ReLU[relu]/relu_1"]).matches(_graph().nodes)
     with pytest.raises(ScopeError, match="type 'Softmax'"):
         IgnoredScope(types=["Softmax"]).matches(_graph().nodes)

@@ -17,7 +17,9 @@ class Dataset:
 
     def __init__(self, data_source: Iterable[Any], transform_fn: Callable[[Any], Any] | None = None):
         if data_source is None:
-            raise DatasetError("Dataset: data_source is None; pass an iterable such as a DataLoader or a list")
+            raise DatasetError(
+                "Dataset: data_source is None; pass an iterable such as a DataLoader or a list"
+            )
         if not hasattr(data_source, "__iter__"):
             raise DatasetError(
                 f"Dataset: data_source of type {type(data_source).__name__} is not iterable; "

@@ -56,7 +56,9 @@ class IgnoredScope:
             try:
                 rx = re.compile(pattern)
             except re.error as exc:
-                raise ScopeError(f"{what}: pattern '{pattern}' is not a valid regular expression: {exc}") from None
+                raise ScopeError(
+                    f"{what}: pattern '{pattern}' is not a valid regular expression: {exc}"
+                ) from None
             hits = {n.name for n in nodes if rx.fullmatch(n.name) or rx.search(n.name)}
             if hits:
                 matched |= hits

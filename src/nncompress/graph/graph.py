@@ -107,7 +107,9 @@ class Graph:
     def add_edge(self, edge: Edge) -> Edge:
         for end in (edge.src, edge.dst):
             if end not in self._nodes:
-                raise GraphError(f"Graph '{self.name}': edge {edge.src}->{edge.dst} names unknown node '{end}'")
+                raise GraphError(
+                    f"Graph '{self.name}': edge {edge.src}->{edge.dst} names unknown node '{end}'"
+                )
         self._in[edge.dst].append(edge)
         self._in[edge.dst].sort(key=lambda e: e.dst_port)
         self._out[edge.src].append(edge)
@@ -206,7 +208,7 @@ class Graph:
         """Graphviz text; ``highlight`` maps node names to a fill colour (e.g. quantized ops)."""
         highlight = highlight or {}
         ids = {name: f"n{i}" for i, name in enumerate(self._nodes)}
-        lines = [f'digraph "{self.name}" {{', "  rankdir=TB;", '  node [shape=box, fontsize=10];']
+        lines = [f'digraph "{self.name}" {{', "  rankdir=TB;", "  node [shape=box, fontsize=10];"]
         for name, node in self._nodes.items():
             label = f"{node.kind}\\n{name}".replace('"', "'")
             style = f', style=filled, fillcolor="{highlight[name]}"' if name in highlight else ""

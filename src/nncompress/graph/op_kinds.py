@@ -128,9 +128,7 @@ WEIGHTED_KINDS = frozenset(
     }
 )
 CONVOLUTION_KINDS = frozenset({CONVOLUTION, DEPTHWISE_CONVOLUTION, GROUP_CONVOLUTION, CONVOLUTION_TRANSPOSE})
-ELEMENTWISE_KINDS = frozenset(
-    {ADD, SUBTRACT, MULTIPLY, DIVIDE, MAXIMUM, MINIMUM, POWER, FLOOR_MOD}
-)
+ELEMENTWISE_KINDS = frozenset({ADD, SUBTRACT, MULTIPLY, DIVIDE, MAXIMUM, MINIMUM, POWER, FLOOR_MOD})
 # ops through which a quantizer may be moved upward without changing what it quantizes
 # (they only move, select or take the maximum of values)
 PASS_THROUGH_KINDS = frozenset(

@@ -42,7 +42,10 @@ class BackendAdapter(Protocol):
     def build_graph(self, model: Any, example_input: Any) -> Graph: ...
 
     def collect_statistics(
-        self, model: Any, inputs: Iterable[Any], sinks: Mapping[StatisticRequest, Callable[[np.ndarray], None]]
+        self,
+        model: Any,
+        inputs: Iterable[Any],
+        sinks: Mapping[StatisticRequest, Callable[[np.ndarray], None]],
     ) -> int:
         """Run ``model`` on each input; call every sink with its reduced batch statistic.
 
