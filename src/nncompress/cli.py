@@ -6,6 +6,8 @@ are printed without a traceback unless ``--debug`` is given.
 
     nncompress config validate configs/*.json
     nncompress config schema > schema.json
+    nncompress quantize model.onnx --data calib.npy -o model_int8.onnx
+    nncompress benchmark model.xml model_int8.xml
 """
 
 from __future__ import annotations
@@ -68,8 +70,24 @@ def _add_config_commands(subparsers: argparse._SubParsersAction) -> None:
     schema.set_defaults(handler=_config_schema)
 
 
+def _add_quantize_commands(subparsers: argparse._SubParsersAction) -> None:
+    from nncompress.cli_commands import quantize
+
+    quantize.add_commands(subparsers)
+
+
+def _add_benchmark_commands(subparsers: argparse._SubParsersAction) -> None:
+    from nncompress.cli_commands import benchmark
+
+    benchmark.add_commands(subparsers)
+
+
 # Command groups in the order they appear in --help.
-_COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [_add_config_commands]
+_COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_config_commands,
+    _add_quantize_commands,
+    _add_benchmark_commands,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
