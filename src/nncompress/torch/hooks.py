@@ -87,49 +87,34 @@ class _NodeHooks:
         return out
 
 
+def _hook_ports(value: Any, hooks: dict[int, list], port: list[int]) -> Any:
+    """``value`` with the hooks of each tensor port applied (ports numbered in flattening order,
+    ``port`` carrying the count); containers are rebuilt only when something changed."""
+    if isinstance(value, torch.Tensor):
+        p = port[0]
+        port[0] += 1
+        fns = hooks.get(p)
+        return value if fns is None else _apply(fns, value)
+    if isinstance(value, (tuple, list)):
+        items = [_hook_ports(v, hooks, port) for v in value]
+        if all(a is b for a, b in zip(items, value)):
+            return value
+        cls = type(value)
+        if cls is list or cls is tuple:
+            return cls(items)
+        return cls(*items) if hasattr(cls, "_fields") else cls(items)
+    return value
+
+
 def _replace_arg_ports(args: tuple, kwargs: dict, hooks: dict[int, list]) -> tuple[tuple, dict]:
     port = [0]
-
-    def visit(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            p = port[0]
-            port[0] += 1
-            fns = hooks.get(p)
-            return value if fns is None else _apply(fns, value)
-        if isinstance(value, (tuple, list)):
-            items = [visit(v) for v in value]
-            if all(a is b for a, b in zip(items, value)):
-                return value
-            return type(value)(items) if isinstance(value, list) else tuple(items)
-        return value
-
-    new_args = tuple(visit(a) for a in args)
-    new_kwargs = {k: visit(v) for k, v in kwargs.items()} if kwargs else kwargs
+    new_args = tuple(_hook_ports(a, hooks, port) for a in args)
+    new_kwargs = {k: _hook_ports(v, hooks, port) for k, v in kwargs.items()} if kwargs else kwargs
     return new_args, new_kwargs
 
 
 def _replace_output_ports(out: Any, hooks: dict[int, list]) -> Any:
-    port = [0]
-
-    def visit(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            p = port[0]
-            port[0] += 1
-            fns = hooks.get(p)
-            return value if fns is None else _apply(fns, value)
-        if isinstance(value, (tuple, list)):
-            items = [visit(v) for v in value]
-            if all(a is b for a, b in zip(items, value)):
-                return value
-            if isinstance(value, list):
-                return items
-            cls = type(value)
-            if cls is tuple:
-                return tuple(items)
-            return cls(*items) if hasattr(cls, "_fields") else cls(items)
-        return value
-
-    return visit(out)
+    return _hook_ports(out, hooks, [0])
 
 
 @dataclass
