@@ -366,37 +366,45 @@ def _fmt(v, digits: int = 3) -> str:
     return str(v)
 
 
+def compare_row(model_name, metric, ours, nncf, kind=None, goal="", digits=3, tol=0.0, compare=None) -> dict:
+    """One table row: both values, their ratio or difference (or ``compare``), the goal, the status.
+
+    ``goal`` reads "<= 0.5" or ">= 0"; a miss within ``tol`` of the goal shows as "~ noise".
+    """
+    cmp_val, status = None, ""
+    if compare is not None:
+        cmp_val = compare
+    elif ours is not None and nncf is not None:
+        if kind == "ratio" and nncf:
+            cmp_val = ours / nncf
+        elif kind == "diff":
+            cmp_val = ours - nncf
+    if cmp_val is not None and goal:
+        op, target = goal.split()
+        target = float(target)
+        ok = cmp_val <= target + 1e-12 if op == "<=" else cmp_val >= target - 1e-12
+        near = cmp_val <= target + tol if op == "<=" else cmp_val >= target - tol
+        status = "ok" if ok else ("~ noise" if near else "MISS")
+    return {
+        "model": model_name,
+        "metric": metric,
+        "ours": ours,
+        "nncf": nncf,
+        "compare": (f"{kind} " if kind else "") + _fmt(cmp_val, 3) if cmp_val is not None else "",
+        "compare_value": cmp_val,
+        "goal": goal,
+        "status": status,
+        "digits": digits,
+    }
+
+
 def summarize(model_name: str, entry: dict) -> list[dict]:
     """Rows: metric, ours, nncf, comparison, goal, status."""
     w, ov_res = entry["workers"], entry.get("openvino", {})
     rows: list[dict] = []
 
-    def row(metric, ours, nncf, kind=None, goal="", digits=3, tol=0.0):
-        cmp_val, status = None, ""
-        if ours is not None and nncf is not None:
-            if kind == "ratio" and nncf:
-                cmp_val = ours / nncf
-            elif kind == "diff":
-                cmp_val = ours - nncf
-        if cmp_val is not None and goal:
-            op, target = goal.split()
-            target = float(target)
-            ok = cmp_val <= target + 1e-12 if op == "<=" else cmp_val >= target - 1e-12
-            near = cmp_val <= target + tol if op == "<=" else cmp_val >= target - tol
-            status = "ok" if ok else ("~ noise" if near else "MISS")
-        rows.append(
-            {
-                "model": model_name,
-                "metric": metric,
-                "ours": ours,
-                "nncf": nncf,
-                "compare": (f"{kind} " if kind else "") + _fmt(cmp_val, 3) if cmp_val is not None else "",
-                "compare_value": cmp_val,
-                "goal": goal,
-                "status": status,
-                "digits": digits,
-            }
-        )
+    def row(*args, **kwargs):
+        rows.append(compare_row(model_name, *args, **kwargs))
 
     def both(*path):
         return _get(w, "ours", *path), _get(w, "nncf", *path)

@@ -45,7 +45,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(REPO / "examples"))
 
 from _peer_venv import CACHE_DIR, NNCF2_VERSION, ensure_nncf2_venv, nncf2_env  # noqa: E402
-from ptq_torch import _fmt, _get, print_table, runtime_precisions  # noqa: E402
+from ptq_torch import _fmt, _get, compare_row, print_table, runtime_precisions  # noqa: E402
 
 WORK_DIR = CACHE_DIR / "qat_torch"
 DEFAULT_OUT = CACHE_DIR / "results" / "qat_torch.json"
@@ -271,34 +271,8 @@ def summarize(model_name: str, entry: dict) -> list[dict]:
     w, v = entry["workers"], _get(entry, "openvino", "variants", default={})
     rows: list[dict] = []
 
-    def row(metric, ours, nncf, kind=None, goal="", digits=3, tol=0.0, compare=None):
-        cmp_val, status = None, ""
-        if compare is not None:
-            cmp_val = compare
-        elif ours is not None and nncf is not None:
-            if kind == "ratio" and nncf:
-                cmp_val = ours / nncf
-            elif kind == "diff":
-                cmp_val = ours - nncf
-        if cmp_val is not None and goal:
-            op, target = goal.split()
-            target = float(target)
-            ok = cmp_val <= target + 1e-12 if op == "<=" else cmp_val >= target - 1e-12
-            near = cmp_val <= target + tol if op == "<=" else cmp_val >= target - tol
-            status = "ok" if ok else ("~ noise" if near else "MISS")
-        rows.append(
-            {
-                "model": model_name,
-                "metric": metric,
-                "ours": ours,
-                "nncf": nncf,
-                "compare": (f"{kind} " if kind else "") + _fmt(cmp_val, 3) if cmp_val is not None else "",
-                "compare_value": cmp_val,
-                "goal": goal,
-                "status": status,
-                "digits": digits,
-            }
-        )
+    def row(*args, **kwargs):
+        rows.append(compare_row(model_name, *args, **kwargs))
 
     def both(*path):
         return _get(w, "ours", *path), _get(w, "nncf", *path)
