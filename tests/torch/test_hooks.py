@@ -114,18 +114,18 @@ def test_hooks_on_a_residual_add_and_a_relu_module_called_twice(resnet):
     model, x, wrapped = resnet
     block = "ResNet/Sequential[layer1]/BasicBlock[0]"
     seen = {}
-    for name in (f"{block}/ReLU[relu]/relu_0", f"{block}/ReLU[relu]/relu_1", f"{block}/__iadd___0"):
+    for name in (f"{block}/ReLU[relu]/relu__0", f"{block}/ReLU[relu]/relu__1", f"{block}/__iadd___0"):
         wrapped.nncf.insert(TargetPoint(OUT, name), lambda t, name=name: seen.setdefault(name, t.clone()))
     wrapped.nncf.insert(TargetPoint(IN, f"{block}/__iadd___0", 1), torch.zeros_like)  # drop the skip
     out = wrapped(x)
-    assert set(seen) == {f"{block}/ReLU[relu]/relu_0", f"{block}/ReLU[relu]/relu_1", f"{block}/__iadd___0"}
-    assert torch.equal(seen[f"{block}/ReLU[relu]/relu_1"], seen[f"{block}/__iadd___0"].relu())
+    assert set(seen) == {f"{block}/ReLU[relu]/relu__0", f"{block}/ReLU[relu]/relu__1", f"{block}/__iadd___0"}
+    assert torch.equal(seen[f"{block}/ReLU[relu]/relu__1"], seen[f"{block}/__iadd___0"].relu())
     # the skip connection is gone: the block's output equals relu(bn2(conv2(...))) alone
     with torch.no_grad():
         h = model.maxpool(model.relu(model.bn1(model.conv1(x))))
         b = model.layer1[0]
         no_skip = torch.relu(b.bn2(b.conv2(torch.relu(b.bn1(b.conv1(h))))))
-    assert torch.allclose(seen[f"{block}/ReLU[relu]/relu_1"], no_skip, atol=1e-6)
+    assert torch.allclose(seen[f"{block}/ReLU[relu]/relu__1"], no_skip, atol=1e-6)
     assert not torch.allclose(out, model(x))
 
 

@@ -162,8 +162,8 @@ def test_resnet_convolutions_weights_and_residual_adds(traced):
         0: (f"{block2}/BatchNorm2d[bn2]/batch_norm_0", 0),
         1: (f"{block2}/Sequential[downsample]/BatchNorm2d[1]/batch_norm_0", 0),
     }
-    # the block's ReLU module is called twice: relu_0 after bn1, relu_1 after the add
-    assert _in(graph, f"{block}/ReLU[relu]/relu_1") == {0: (add.name, 0)}
+    # the block's ReLU module is called twice: relu__0 after bn1, relu__1 after the add (in-place: NNCF names)
+    assert _in(graph, f"{block}/ReLU[relu]/relu__1") == {0: (add.name, 0)}
     # edge shapes follow the data
     (edge,) = graph.in_edges(f"{block2}/Conv2d[conv1]/conv2d_0")
     assert edge.tensor.shape == (1, 8, 16, 16) and edge.tensor.dtype == "float32"
@@ -375,6 +375,34 @@ def test_op_names():
     assert op_name(torch.Tensor.shape.__get__) is None
     assert op_name(torch.Tensor.T.__get__) == "T"
     assert op_name(type(x).__getitem__) == "__getitem__"
+
+
+def test_inplace_relu_names_match_nncf():
+    """The names NNCF 2.19 gives these ops (checked against it), so its ignored_scopes match."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+            self.relu = nn.ReLU(inplace=True)
+            self.r2 = nn.ReLU()
+            self.act = nn.Hardswish(inplace=True)
+
+        def forward(self, x):
+            x = self.r2(self.relu(self.conv(x)))
+            x = torch.relu_(self.act(x)).relu_()
+            return F.relu(x, True)
+
+    names = [n.name for n in _ops(trace(Net(), (torch.zeros(1, 1, 8, 8),)))]
+    assert names == [
+        "Net/Conv2d[conv]/conv2d_0",
+        "Net/ReLU[relu]/relu__0",
+        "Net/ReLU[r2]/relu_0",
+        "Net/Hardswish[act]/hardswish_0",
+        "Net/relu__0",
+        "Net/relu__1",
+        "Net/relu__2",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from torch.nn.modules import module as _module_mod
 from torch.overrides import TorchFunctionMode
 
 from nncompress.quantization.spec import TargetPoint, TargetType
-from nncompress.torch.op_table import op_name
+from nncompress.torch.op_table import call_op_name
 from nncompress.torch.tracing import (
     INPUT_OP,
     OUTPUT_OP,
@@ -166,7 +166,7 @@ class _Runtime(TorchFunctionMode):
             kwargs = {}
         if not self.hooked:  # fast path: no hook in this module scope
             return func(*args, **kwargs)
-        name = op_name(func)
+        name = call_op_name(func, args, kwargs)
         if name is None:
             return func(*args, **kwargs)
         impl = expanded_impl(func)

@@ -119,6 +119,9 @@ _MISSING = object()
 _NAME_CACHE: dict[Any, str | None] = {}
 
 
+_F_THRESHOLD = F.threshold
+
+
 def _compute_op_name(func: Any) -> str | None:
     name = getattr(func, "__name__", None)
     if name == "__get__":  # a tensor property: Tensor.T.__get__
@@ -131,6 +134,8 @@ def _compute_op_name(func: Any) -> str | None:
     qualname = getattr(func, "__qualname__", "") or ""
     if qualname.startswith(("TensorBase.", "Tensor.")):
         return METHOD_ALIASES.get(name, name)
+    if func is _F_THRESHOLD:  # F.threshold is defined as `_threshold`; NNCF names it 'threshold'
+        return "threshold"
     return name
 
 
@@ -144,6 +149,15 @@ def op_name(func: Any) -> str | None:
         name = _compute_op_name(func)
         _NAME_CACHE[func] = name
     return name  # type: ignore[return-value]
+
+
+def call_op_name(func: Any, args: tuple, kwargs: dict) -> str | None:
+    """The op name of one call: :func:`op_name`, except ``F.relu(x, inplace=True)``, which runs
+    ``torch.relu_`` and is named ``relu_`` as NNCF does (``ReLU[relu]/relu__0``)."""
+    name = op_name(func)
+    if name == "relu" and (kwargs.get("inplace") or (len(args) > 1 and args[1] is True)):
+        return "relu_"
+    return name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ Naming (shared with the hook runtime, ``nncompress.torch.hooks``):
   ``{RootClass}/{Class}[{attr}]/...``, e.g. ``ResNet/Sequential[layer1]/BasicBlock[0]``; the
   attribute is the module's name in its parent (an index inside Sequential/ModuleList);
   ``Node.module_scope`` is the dotted path (``layer1.0``, ``""`` for the root);
-- an op is ``{scope}/{op}_{k}`` where ``op`` is :func:`op_table.op_name` (``conv2d``, ``linear``,
+- an op is ``{scope}/{op}_{k}`` where ``op`` is :func:`op_table.call_op_name` (``conv2d``, ``linear``,
   ``__add__``, ``cat``...) and ``k`` counts the calls of that op in that scope during one forward,
   from 0. A module called twice keeps counting: its first call gives ``Linear[fc]/linear_0``, its
   second ``Linear[fc]/linear_1``;
@@ -58,7 +58,7 @@ from nncompress.torch.op_table import (
     OP_TABLE,
     CallArgs,
     OpSpec,
-    op_name,
+    call_op_name,
     weight_axes,
 )
 
@@ -359,7 +359,7 @@ class _Tracer(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if kwargs is None:
             kwargs = {}
-        name = op_name(func)
+        name = call_op_name(func, args, kwargs)
         if name is None:
             return func(*args, **kwargs)
         impl = expanded_impl(func)
