@@ -21,6 +21,8 @@ _LAZY = {
     "register_default_init_args": "nncompress.torch.initialization",
     "PTInitializingDataLoader": "nncompress.torch.initialization",
     "load_state": "nncompress.torch.checkpoint",
+    # compression_lr_multiplier as optimizer parameter groups
+    "get_parameter_groups": "nncompress.torch.optim",
     # filter pruning that removes channels
     "prune_filters": "nncompress.torch.pruning",
     "apply_pruning_record": "nncompress.torch.pruning",
@@ -32,6 +34,7 @@ __all__ = [
     "PTInitializingDataLoader",
     "apply_pruning_record",
     "create_compressed_model",
+    "get_parameter_groups",
     "load_state",
     "nncf_model_input",
     "prune_filters",
@@ -50,4 +53,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from nncompress.torch.initialization import PTInitializingDataLoader, register_default_init_args
     from nncompress.torch.model_creation import create_compressed_model, nncf_model_input
     from nncompress.torch.nncf_network import NNCFNetwork, unwrap_model, wrap_model
+    from nncompress.torch.optim import get_parameter_groups
     from nncompress.torch.tracing import trace

@@ -25,7 +25,8 @@ What the builder does with the section (NNCF 2.x semantics unless noted):
   their own values (no data needed); with ``num_init_samples`` 0 activation quantizers keep their
   initial range ([-1, 1] symmetric, [0, 1] asymmetric).
 - ``compression_lr_multiplier``: quantizer parameter gradients are multiplied by it (so with
-  SGD their learning rate is), as NNCF does.
+  SGD their learning rate is), as NNCF does, unless the optimizer is built from
+  :func:`nncompress.torch.optim.get_parameter_groups` (then the groups' ``lr`` carry it).
 - ``export_to_onnx_standard_ops`` is accepted and needs nothing: ``.onnx`` exports always use
   the standard QuantizeLinear/DequantizeLinear; the FakeQuantize form is the ``.xml`` IR export.
 - ``params`` (staged quantization): see ``StagedQuantizationScheduler``.
@@ -61,6 +62,7 @@ from nncompress.torch.initialization import (
     compute_ranges,
     model_device,
 )
+from nncompress.torch.optim import compression_lr_multiplier, mark_compression_module
 from nncompress.torch.quantizers import BaseQuantizer, create_quantizer
 
 __all__ = ["QuantizationBuilder", "QuantizerRecord", "model_quantizers", "scale_shape_for", "tensor_shape"]
@@ -560,13 +562,10 @@ class QuantizationBuilder(PTCompressionAlgorithmBuilder):
             self.range_report = result.how
             modules = [self._make_quantizer(r, result.ranges) for r in self.records]
         device = model_device(model)
-        multiplier = self.config.get_redefinable_global_param_value_for_algo(
-            "compression_lr_multiplier", self.algorithm_name
-        )
+        multiplier = compression_lr_multiplier(self.config, self.algorithm_name)
         for record, module in zip(self.records, modules):
             module.to(device)
-            if multiplier is not None:
-                _scale_gradients(module, float(multiplier))
+            mark_compression_module(module, self.algorithm_name, multiplier)
             for target in record.targets:
                 model.nncf.insert(target, module)
         self.modules = modules
@@ -575,12 +574,6 @@ class QuantizationBuilder(PTCompressionAlgorithmBuilder):
         from nncompress.torch.algorithms.quantization.controller import QuantizationController
 
         return QuantizationController(model, self, context)
-
-
-def _scale_gradients(module: nn.Module, factor: float) -> None:
-    for param in module.parameters():
-        if param.requires_grad:
-            param.register_hook(lambda grad, f=factor: grad * f)
 
 
 def model_quantizers(model: nn.Module) -> list[BaseQuantizer]:
