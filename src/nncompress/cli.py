@@ -82,11 +82,18 @@ def _add_benchmark_commands(subparsers: argparse._SubParsersAction) -> None:
     benchmark.add_commands(subparsers)
 
 
+def _add_report_commands(subparsers: argparse._SubParsersAction) -> None:
+    from nncompress.cli_commands import report
+
+    report.add_commands(subparsers)
+
+
 # Command groups in the order they appear in --help.
 _COMMAND_GROUPS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_config_commands,
     _add_quantize_commands,
     _add_benchmark_commands,
+    _add_report_commands,
 ]
 
 
