@@ -454,9 +454,9 @@ def test_staged_quantization_enables_groups_by_epoch():
 
 def test_unknown_or_unavailable_algorithm_is_a_clear_error():
     config = NNCFConfig.from_dict(
-        {"input_info": {"sample_size": [1, 1, 8, 8]}, "compression": {"algorithm": "magnitude_sparsity"}}
+        {"input_info": {"sample_size": [1, 1, 8, 8]}, "compression": {"algorithm": "movement_sparsity"}}
     )
-    with pytest.raises(ConfigError, match="'magnitude_sparsity' is not available.*quantization"):
+    with pytest.raises(ConfigError, match="'movement_sparsity' is not available.*quantization"):
         create_compressed_model(DigitsCNN(), config)
 
 

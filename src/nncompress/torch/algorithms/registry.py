@@ -30,6 +30,10 @@ _BUILTIN_CLASSES: dict[str, type] = {}
 _BUILTIN_MODULES: dict[str, str] = {
     "quantization": "nncompress.torch.algorithms.quantization",
     "filter_pruning": "nncompress.torch.pruning.builder",
+    "magnitude_sparsity": "nncompress.torch.sparsity.magnitude",
+    "rb_sparsity": "nncompress.torch.sparsity.rb",
+    "const_sparsity": "nncompress.torch.sparsity.const",
+    "knowledge_distillation": "nncompress.torch.knowledge_distillation.builder",
 }
 
 
