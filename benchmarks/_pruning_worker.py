@@ -35,13 +35,69 @@ REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO / "examples"))
 
 
-def build_model(width: int, weights: str):
-    import torch
-    from models import DigitsResNet
+ARCHS = ("digits_resnet", "resnet18")
 
-    model = DigitsResNet(width=width)
+
+def make_model(arch: str, width: int):
+    """``digits_resnet``: ``examples.models.DigitsResNet`` (stem + 3 basic blocks);
+    ``resnet18``: ResNet-18 layout (stem, 4 stages of 2 basic blocks, widths w, 2w, 4w, 8w,
+    stages 2-4 strided) for 1-channel 32x32 inputs, CIFAR-style (3x3 stem, no max-pool)."""
+    import torch
+    from models import DigitsResNet, _BasicBlock
+    from torch import nn
+
+    if arch == "digits_resnet":
+        return DigitsResNet(width=width)
+    if arch != "resnet18":
+        raise ValueError(f"unknown arch {arch!r}; known: {ARCHS}")
+
+    class ResNet18(nn.Module):
+        def __init__(self, w: int, num_classes: int = 10):
+            super().__init__()
+            self.stem = nn.Sequential(
+                nn.Conv2d(1, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)
+            )
+            layers, cin = [], w
+            for i, cout in enumerate((w, 2 * w, 4 * w, 8 * w)):
+                stride = 1 if i == 0 else 2
+                layers.append(nn.Sequential(_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout)))
+                cin = cout
+            self.layer1, self.layer2, self.layer3, self.layer4 = layers
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(cin, num_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+            return self.fc(torch.flatten(self.pool(x), 1))
+
+    return ResNet18(width)
+
+
+def build_model(width: int, weights: str, arch: str = "digits_resnet"):
+    import torch
+
+    model = make_model(arch, width)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
     return model
+
+
+def removed_filters(ctrl, arch: str, width: int, weights: str) -> dict:
+    """Filters gone from the convolutions of ``ctrl``'s stripped copy: physically removed (ours) or
+    zeroed (NNCF 2.19), out of the dense model's filters."""
+    import torch
+
+    dense = {
+        n: m.out_channels
+        for n, m in build_model(width, weights, arch).named_modules()
+        if isinstance(m, torch.nn.Conv2d)
+    }
+    stripped = ctrl.strip(do_copy=True)
+    removed = 0
+    for name, m in stripped.named_modules():
+        if isinstance(m, torch.nn.Conv2d) and name in dense:
+            w = m.weight.detach().flatten(1)
+            removed += dense[name] - m.out_channels + int((w.abs().sum(1) == 0).sum())
+    return {"removed": removed, "total": sum(dense.values())}
 
 
 def _loader(x, y, batch_size: int, seed: int, shuffle: bool = True):
@@ -120,7 +176,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--tool", choices=["ours", "nncf"], required=True)
-    parser.add_argument("--width", type=int, default=16, help="DigitsResNet width")
+    parser.add_argument("--arch", choices=ARCHS, default="digits_resnet")
+    parser.add_argument("--width", type=int, default=16, help="base width of the model")
     parser.add_argument("--weights", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--config", required=True)
@@ -133,7 +190,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    result: dict = {"tool": args.tool, "width": args.width, "python": platform.python_version(), "errors": {}}
+    result: dict = {
+        "tool": args.tool,
+        "arch": args.arch,
+        "width": args.width,
+        "python": platform.python_version(),
+        "errors": {},
+    }
 
     def dump() -> None:
         Path(args.out).write_text(json.dumps(result, indent=1, default=str))
@@ -167,8 +230,8 @@ def main() -> None:
     result["config"] = config_dict
 
     torch.manual_seed(args.seed)
-    model = build_model(args.width, args.weights)
-    result["fp32_eval"] = evaluate(build_model(args.width, args.weights), x_te, y_te)
+    model = build_model(args.width, args.weights, args.arch)
+    result["fp32_eval"] = evaluate(build_model(args.width, args.weights, args.arch), x_te, y_te)
     config = nncf.NNCFConfig.from_dict(copy.deepcopy(config_dict))
     config = register_default_init_args(config, _loader(x_tr, y_tr, args.batch_size, args.seed))
     t0 = time.perf_counter()
@@ -176,6 +239,10 @@ def main() -> None:
     result["create_s"] = time.perf_counter() - t0
     result["init_level"] = _level(ctrl)
     result["init_eval"] = evaluate(cmodel, x_te, y_te)
+    try:  # how many filters pruning_init really took out (NNCF rounds kept counts to multiples of 8)
+        result["init_filters"] = removed_filters(ctrl, args.arch, args.width, args.weights)
+    except Exception as exc:
+        result["errors"]["init_filters"] = f"{type(exc).__name__}: {exc}"
     dump()
 
     t0 = time.perf_counter()
@@ -210,7 +277,9 @@ def main() -> None:
             result["stripped_eval"] = evaluate(stripped, x_te, y_te)
     except Exception as exc:
         result["errors"]["strip"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    result["dense_params"] = sum(p.numel() for p in build_model(args.width, args.weights).parameters())
+    result["dense_params"] = sum(
+        p.numel() for p in build_model(args.width, args.weights, args.arch).parameters()
+    )
     dump()
 
 

@@ -9,7 +9,9 @@ pretrained weights, data, optimizer, batch order, epochs and pruning schedule, i
 Variants (``--variants``): ``digits8``: ``DigitsResNet`` (width 16) on the 8x8 digits;
 ``wide32``: ``DigitsResNet(width=32)`` on the digits upsampled (bilinear) to 32x32, where the
 convolutions cost enough for OpenVINO latency to reflect FLOPs (at 8x8 the per-call overhead
-dominates).
+dominates); ``resnet18``: the ResNet-18 layout (4 stages of 2 basic blocks, widths 32-64-128-256,
+about 2.8 M parameters and 0.14 GMACs) on the same 32x32 digits: a realistic-size CNN for the
+latency goal (pruned / dense OpenVINO latency <= 0.65 at level 0.5).
 
 For each variant this parent process
 1. trains the FP32 model (seeded) and saves its weights, the data tensors and the config both
@@ -59,8 +61,12 @@ from ptq_torch import FP32_EXACT, LATENCY_CONFIG, _fmt, _get, measure_latency  #
 WORK_DIR = CACHE_DIR / "pruning_torch"
 DEFAULT_OUT = CACHE_DIR / "results" / "pruning_torch.json"
 TOOLS = ("ours", "nncf")
-# name -> (DigitsResNet width, input size)
-VARIANTS = {"digits8": (16, 8), "wide32": (32, 32)}
+# name -> (architecture, base width, input size)
+VARIANTS = {
+    "digits8": ("digits_resnet", 16, 8),
+    "wide32": ("digits_resnet", 32, 32),
+    "resnet18": ("resnet18", 32, 32),
+}
 COMPUTE = {"Convolution", "GroupConvolution", "MatMul"}
 LATENCY_GOAL = 0.65
 TIME_NOISE = 0.05
@@ -81,25 +87,26 @@ def _resize(x, size: int):
 
 def prepare(variant: str, args) -> tuple[Path, Path, Path, dict]:
     import torch
+    from _pruning_worker import make_model
     from data import digits_tensors
-    from models import DigitsResNet
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
-    width, size = VARIANTS[variant]
+    arch, width, size = VARIANTS[variant]
     x_tr, y_tr, x_te, y_te = digits_tensors(args.seed)
     x_tr, x_te = _resize(x_tr, size), _resize(x_te, size)
     data_path = WORK_DIR / f"{variant}_data.pt"
     torch.save({"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}, data_path)
     weights = WORK_DIR / f"{variant}_fp32_seed{args.seed}_ep{args.pretrain_epochs}.pt"
     info: dict = {
+        "arch": arch,
         "width": width,
         "input_size": size,
         "seed": args.seed,
         "pretrain_epochs": args.pretrain_epochs,
     }
     torch.manual_seed(args.seed)
-    model = DigitsResNet(width=width)
+    model = make_model(arch, width)
     if weights.exists() and not args.retrain:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         info["pretrain_s"] = "cached"
@@ -155,7 +162,8 @@ def run_worker(tool: str, python: Path, variant: str, paths: tuple, args, rep: i
     for stale in (out, onnx, ir, ir.with_suffix(".bin")):
         stale.unlink(missing_ok=True)
     cmd = [str(python), str(BENCH_DIR / "_pruning_worker.py"), "--tool", tool]
-    cmd += ["--width", str(VARIANTS[variant][0]), "--weights", str(weights), "--data", str(data_path)]
+    arch, width, _ = VARIANTS[variant]
+    cmd += ["--arch", arch, "--width", str(width), "--weights", str(weights), "--data", str(data_path)]
     cmd += ["--config", str(config_path), "--out", str(out), "--onnx-out", str(onnx), "--ir-out", str(ir)]
     cmd += ["--epochs", str(args.epochs), "--lr", str(args.lr), "--seed", str(args.seed)]
     env = nncf2_env() if tool == "nncf" else dict(os.environ)
@@ -197,9 +205,10 @@ def run_worker(tool: str, python: Path, variant: str, paths: tuple, args, rep: i
 def export_dense(variant: str, weights: Path, example) -> Path:
     import openvino as ov
     import torch
-    from models import DigitsResNet
+    from _pruning_worker import make_model
 
-    model = DigitsResNet(width=VARIANTS[variant][0])
+    arch, width, _ = VARIANTS[variant]
+    model = make_model(arch, width)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     onnx = WORK_DIR / f"{variant}-dense.onnx"
     ir = WORK_DIR / f"{variant}-dense.xml"
@@ -335,6 +344,23 @@ def summarize(variant: str, entry: dict, args) -> list[list[str]]:
     row("dense FP32 accuracy (shared)", fp32, fp32, digits=4)
     a_o, a_n = _get(w, "ours", "init_eval", "accuracy"), _get(w, "nncf", "init_eval", "accuracy")
     row("accuracy after create (level 0.1)", a_o, a_n, digits=4)
+
+    def filters(tool):
+        f = _get(w, tool, "init_filters")
+        return f"{f['removed']}/{f['total']}" if f else None
+
+    # NNCF 2.19 rounds each group's kept filters up to a multiple of 8: at 0.1 it removes none
+    rows.append(
+        [
+            variant,
+            "  conv filters removed at create (level 0.1)",
+            filters("ours") or "-",
+            filters("nncf") or "-",
+            "",
+            "",
+            "",
+        ]
+    )
     a_o, a_n = _get(w, "ours", "final_eval", "accuracy"), _get(w, "nncf", "final_eval", "accuracy")
     diff = a_o - a_n if a_o is not None and a_n is not None else None
     n_test = _get(w, "ours", "final_eval", "errors")

@@ -25,6 +25,7 @@ from nncompress.pruning import (
     unit_importance,
 )
 from nncompress.pruning.params import FilterPruningParams
+from nncompress.pruning.selection import removed_count
 
 
 class Toy:
@@ -165,7 +166,7 @@ def test_first_and_downsample_convs_are_left_out_with_reasons():
     assert deps.group_of(c1).prunable and deps.group_of(c2).prunable
 
 
-def test_depthwise_follows_its_producer_and_grouped_conv_is_explained():
+def test_depthwise_follows_its_producer_and_grouped_convs_keep_equal_groups():
     t = Toy()
     x = t.input((1, 3, 8, 8))
     expand = t.conv(t.conv(x, 4), 8, k=1)
@@ -177,10 +178,24 @@ def test_depthwise_follows_its_producer_and_grouped_conv_is_explained():
     g = deps.group_of(expand)
     assert dw in g.followers and project in g.consumers
     np.testing.assert_array_equal(deps.layers[dw].channel_units, deps.layers[expand].out_units)
-    # the grouped conv's inputs (project's filters) and its own filters stay, with the reason
-    assert not deps.group_of(project).prunable
-    assert "grouped convolution (groups=2)" in deps.group_of(project).describe()
-    assert not deps.group_of(grouped).prunable
+    # groups=2 of 4 channels: the same offset of both groups goes together (project's filters
+    # i and i + 2 form one unit, and so do the grouped conv's filters j and j + 4)
+    p_units, g_units = deps.layers[project].out_units, deps.layers[grouped].out_units
+    np.testing.assert_array_equal(p_units[:2], p_units[2:])
+    np.testing.assert_array_equal(g_units[:4], g_units[4:])
+    assert len(set(g_units.tolist())) == 4
+    np.testing.assert_array_equal(deps.layers[grouped].in_units, p_units)
+    assert "groups=2: the same channels removed from every group" in deps.group_of(project).describe()
+    assert deps.group_of(project).prunable and deps.group_of(grouped).prunable
+    # 8 groups of 1 input and 2 filters: whole groups (the grouped conv follows its inputs)
+    t = Toy()
+    x = t.input((1, 3, 8, 8))
+    a = t.conv(t.conv(x, 4), 8, k=1)
+    grouped = t.conv(a, 16, groups=8)
+    t.output(t.conv(grouped, 2))
+    deps = analyze(t.g)
+    assert grouped in deps.group_of(a).followers
+    np.testing.assert_array_equal(deps.layers[grouped].channel_units, np.repeat(deps.layers[a].out_units, 2))
 
 
 def test_concat_offsets_and_flatten_into_linear():
@@ -289,6 +304,51 @@ def test_group_importance_averages_coupled_filters():
     np.testing.assert_allclose(imp[stem.out_units], (np.arange(8) * 4 + 1 + 2) / 2)
 
 
+def test_global_importance_sums_normalized_or_learned_scores():
+    t = residual_toy()
+    deps = analyze(t.g)
+    weights = {lay.weight: np.ones((len(lay.out_units), 2)) for lay in deps.producers()}
+    stem = deps.layers["Toy/conv2d_1"]
+    weights[stem.weight] = np.arange(16, dtype=float).reshape(8, 2)
+    a2 = next(
+        lay
+        for lay in deps.producers()
+        if lay.weight != stem.weight and set(lay.out_units) == set(stem.out_units)
+    )
+    stem_l1 = np.arange(8) * 4 + 1.0
+    # NNCF's global ranking: each layer's weights over their L2 norm, summed over coupled layers
+    imp = unit_importance(deps, weights, "L1", normalize=True, reduce="sum")
+    expected = stem_l1 / np.linalg.norm(weights[stem.weight]) + 2.0 / np.linalg.norm(weights[a2.weight])
+    np.testing.assert_allclose(imp[stem.out_units], expected)
+    # LeGR: scale * score + shift per layer (by module path), then summed; others stay (1, 0)
+    key = deps.short_name(stem.node)
+    imp = unit_importance(deps, weights, "L1", reduce="sum", coeffs={key: (0.5, -3.0)})
+    np.testing.assert_allclose(imp[stem.out_units], 0.5 * stem_l1 - 3.0 + 2.0)
+    with pytest.raises(PruningError, match="reduce"):
+        unit_importance(deps, weights, "L1", reduce="max")
+
+
+def test_round_to_keeps_multiples_like_nncf():
+    # NNCF 2.19: kept = ceil((n - n * level) / 8) * 8
+    assert [removed_count(32, p, 8) for p in (0.1, 0.22, 0.25, 0.35, 0.5)] == [0, 0, 8, 8, 16]
+    assert [removed_count(32, p) for p in (0.1, 0.22, 0.25, 0.35, 0.5)] == [3, 7, 8, 11, 16]
+    assert removed_count(8, 0.5, 8) == 0 and removed_count(6, 0.9, 8) == 0
+    t = residual_toy()
+    deps = analyze(t.g)
+    imp = unit_importance(deps, _toy_weights(deps), "L2")
+    # two groups of 8 channels: at 0.7, 3 stay (floor(5.6) go), rounded up to 4; at 0.5 with
+    # round_to=8 nothing goes; the rounded selection keeps the most important of the plain one
+    for level, round_to, plain_kept, rounded_kept in ((0.7, 4, 3, 4), (0.5, 8, 4, 8)):
+        plain = select_channels(deps, imp, level, all_weights=False)
+        rounded = select_channels(deps, imp, level, all_weights=False, round_to=round_to)
+        for g in deps.prunable_groups:
+            assert int(plain.keep[g.units].sum()) == plain_kept
+            assert int(rounded.keep[g.units].sum()) == rounded_kept
+            assert (rounded.keep[g.units] >= plain.keep[g.units]).all()
+    with pytest.raises(PruningError, match="round_to"):
+        select_channels(deps, imp, 0.5, all_weights=False, round_to=0)
+
+
 def test_per_group_and_global_selection():
     t = residual_toy()
     deps = analyze(t.g)
@@ -321,10 +381,18 @@ def test_pruning_level_must_be_below_one():
             select_channels(deps, imp, bad, all_weights=False)
     with pytest.raises(ConfigError, match="pruning_target"):
         FilterPruningParams.from_section({"algorithm": "filter_pruning", "params": {"pruning_target": 1.0}})
-    with pytest.raises(ConfigError, match="learned_ranking"):
+    with pytest.raises(ConfigError, match="all_weights"):
         FilterPruningParams.from_section(
-            {"algorithm": "filter_pruning", "params": {"interlayer_ranking_type": "learned_ranking"}}
+            {
+                "algorithm": "filter_pruning",
+                "params": {"interlayer_ranking_type": "learned_ranking", "all_weights": False},
+            }
         )
+    legr = FilterPruningParams.from_section(
+        {"algorithm": "filter_pruning", "params": {"interlayer_ranking_type": "learned_ranking"}}
+    )
+    assert legr.learned_ranking and legr.all_weights and legr.prune_first_conv and legr.prune_downsample_convs
+    assert legr.legr is not None and legr.legr.generations == 400 and legr.legr.max_pruning is None
     with pytest.raises(ConfigError, match="legr_params"):
         FilterPruningParams.from_section({"algorithm": "filter_pruning", "params": {"legr_params": {}}})
 

@@ -11,6 +11,8 @@ pruning``) inserts masks during training and cuts the layers when the model is s
 - :func:`make_schedule`: the level per epoch (``baseline``, ``exponential``, ``exponential_with_bias``).
 - :func:`count_cost`: FLOPs and parameters, before and after.
 - :class:`PruningRecord`: the JSON record of removed channels that replays onto a fresh model.
+- :class:`EvolutionSearch` / :class:`LeGRParams`: LeGR's search of per-layer ranking coefficients
+  (``learned_ranking``), with :func:`save_ranking_coeffs` / :func:`load_ranking_coeffs`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from nncompress.pruning.importance import (
     register_importance,
     unit_importance,
 )
+from nncompress.pruning.legr import EvolutionSearch, LeGRParams, load_ranking_coeffs, save_ranking_coeffs
 from nncompress.pruning.record import AxisKeep, PruningRecord, build_record
 from nncompress.pruning.schedule import SCHEDULES, PruningSchedule, make_schedule
 from nncompress.pruning.selection import ChannelSelection, check_level, select_channels, select_for_flops
@@ -46,10 +49,12 @@ __all__ = [
     "ChannelDependencies",
     "ChannelMap",
     "ChannelSelection",
+    "EvolutionSearch",
     "FilterPruningStatistics",
     "LayerChannels",
     "LayerCost",
     "LayerPruningInfo",
+    "LeGRParams",
     "ModelCost",
     "PruningGroup",
     "PruningRecord",
@@ -59,10 +64,12 @@ __all__ = [
     "check_level",
     "count_cost",
     "filter_importance",
+    "load_ranking_coeffs",
     "make_schedule",
     "pruning_statistics",
     "register_channel_rule",
     "register_importance",
+    "save_ranking_coeffs",
     "select_channels",
     "select_for_flops",
     "unit_importance",

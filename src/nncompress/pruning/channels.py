@@ -3,7 +3,7 @@
 The analysis walks a :class:`~nncompress.graph.Graph` in topological order and follows every
 channel of every tensor back to the filter that produced it.
 
-- Each *producer* (a convolution with ``groups == 1``, a transposed convolution, a fully
+- Each *producer* (a convolution that is not depthwise, a transposed convolution, a fully
   connected layer, an embedding) creates one *atom* per output channel.
 - Every tensor carries a :class:`ChannelMap`: its channel axis and, for each position along that
   axis, the atom found there (:data:`FIXED` for channels no filter produced: model inputs,
@@ -16,13 +16,17 @@ channel of every tensor back to the filter that produced it.
   last convolution is joined to the block's channels this way, its first one reads them.
 - *Followers* have per-channel parameters but do not mix channels: BatchNorm, InstanceNorm,
   PReLU, and depthwise convolutions (whose filters are removed when the producer's are).
+- Grouped convolutions keep groups of equal size: either whole groups are units (their input
+  channels joined with their filters; the layer follows its producer), or the channels at one
+  offset of every group are joined (inputs and filters apart; the layer produces and consumes),
+  whichever gives more units (:func:`~nncompress.pruning.rules.grouped_conv_mode`).
 - *Consumers* read channels: the next convolution's input channels, the next linear layer's
   input features.
 
 Channels that cannot be removed are *fixed*, each with the reason: the first layer, downsampling
 convolutions (unless the options allow them), ignored or untargeted layers, channels that reach a
 model output, channels read by an op whose use of them cannot be mapped (a reduction over
-channels, a split with fixed sizes, attention, a grouped convolution...). Fixing one atom fixes
+channels, a split with fixed sizes, attention, a grouped transposed convolution...). Fixing one atom fixes
 its whole unit. A *group* is a set of producers connected through joined units: the layers that
 must be pruned together (``PruningGroup.describe()`` prints them and why).
 

@@ -13,7 +13,7 @@ normalization layers, embeddings...), each counted once even when several ops sh
 With a ``keep`` mask over the units of a :class:`~nncompress.pruning.channels.ChannelDependencies`,
 every layer is counted with the channels it would have after pruning: a producer's kept filters,
 a consumer's kept input channels (features, after a flatten), a follower's kept channels, and a
-depthwise convolution's kept groups.
+depthwise (or grouped) convolution's kept groups.
 """
 
 from __future__ import annotations
@@ -82,11 +82,13 @@ def _conv_cost(
     if cin is None or cout is None:
         return None
     k = math.prod(kernel)
-    if lay is not None and lay.channel_units is not None:  # depthwise: groups follow the channels
-        mult = cout // max(cin, 1)
+    if lay is not None and lay.channel_units is not None:
+        # depthwise, or grouped with whole groups removed: the kept groups follow the channels
+        groups = max(groups, 1)
+        cin_g, cout_g = cin // groups, max(cout // groups, 1)
         cout = kept_count(lay.channel_units, keep, cout)
-        cin = cout // max(mult, 1)
-        groups = cin
+        groups = cout // cout_g
+        cin = groups * cin_g
     elif lay is not None:
         cin = kept_count(lay.in_units, keep, cin)
         cout = kept_count(lay.out_units, keep, cout)

@@ -12,7 +12,9 @@ uses (``params.filter_importance``)::
   replaceable by the others, so they score lowest.
 
 The importance of a pruning *unit* (channels removed together, see :mod:`.channels`) is the mean
-importance of the filters it holds, over all coupled producers (:func:`unit_importance`).
+importance of the filters it holds, over all coupled producers (:func:`unit_importance`); for
+the global ranking (``all_weights``) it is their sum over weights normalized per layer, as in
+NNCF, and LeGR's learned ``(scale, shift)`` per layer transform the scores first.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ __all__ = [
     "geometric_median_importance",
     "l1_importance",
     "l2_importance",
+    "layer_importance",
+    "layer_key",
     "register_importance",
     "unit_importance",
 ]
@@ -86,13 +90,59 @@ def filter_importance(weight: np.ndarray, out_axis: int, criterion: str) -> np.n
     return np.asarray(fn(_as_filters(weight, out_axis)), dtype=np.float64)
 
 
+def layer_key(deps: ChannelDependencies, node: str) -> str:
+    """The name a producer's ranking coefficients are stored under (its module path)."""
+    return deps.short_name(node)
+
+
+def layer_importance(
+    deps: ChannelDependencies,
+    weights: Mapping[str, np.ndarray],
+    criterion: str,
+    *,
+    prunable_only: bool = False,
+) -> dict[str, np.ndarray]:
+    """Filter scores of each producer (keyed by :func:`layer_key`), once per shared weight."""
+    result: dict[str, np.ndarray] = {}
+    done: set[str] = set()
+    for lay in deps.producers():
+        if lay.weight is None or lay.weight in done:
+            continue
+        if prunable_only and not (~deps.unit_fixed[lay.out_units[lay.out_units >= 0]]).any():
+            continue
+        done.add(lay.weight)
+        w = weights.get(lay.weight)
+        if w is None:
+            raise PruningError(f"importance: no values given for the weight '{lay.weight}' of '{lay.node}'")
+        scores = filter_importance(w, lay.out_axis, criterion)
+        if len(scores) != len(lay.out_units):
+            raise PruningError(
+                f"importance: '{lay.weight}' has {len(scores)} filters, the graph says {len(lay.out_units)}"
+            )
+        result[layer_key(deps, lay.node)] = scores
+    return result
+
+
 def unit_importance(
-    deps: ChannelDependencies, weights: Mapping[str, np.ndarray], criterion: str
+    deps: ChannelDependencies,
+    weights: Mapping[str, np.ndarray],
+    criterion: str,
+    *,
+    normalize: bool = False,
+    reduce: str = "mean",
+    coeffs: Mapping[str, tuple[float, float]] | None = None,
 ) -> np.ndarray:
-    """Importance of every unit: the mean over the coupled producers' filters it holds.
+    """Importance of every unit, from the coupled producers' filters it holds.
 
     ``weights`` maps each producer's weight name to its values (e.g. ``{"conv1.weight": ...}``).
+    ``reduce`` is ``"mean"`` (ranking inside a group) or ``"sum"`` (NNCF's cumulative importance,
+    for the global ranking of ``all_weights``). ``normalize`` divides each layer's weights by their
+    L2 norm first (NNCF's global ranking, so that big layers do not dominate). ``coeffs`` maps a
+    layer (:func:`layer_key`) to LeGR's ``(scale, shift)``: its filters score
+    ``scale * importance + shift`` (layers not listed keep ``(1, 0)``).
     """
+    if reduce not in ("mean", "sum"):
+        raise PruningError(f"importance: reduce must be 'mean' or 'sum', got {reduce!r}")
     total = np.zeros(deps.num_units, dtype=np.float64)
     count = np.zeros(deps.num_units, dtype=np.int64)
     done: set[str] = set()
@@ -108,6 +158,15 @@ def unit_importance(
             raise PruningError(
                 f"importance: '{lay.weight}' has {len(scores)} filters, the graph says {len(lay.out_units)}"
             )
+        if normalize:
+            # every criterion here is homogeneous of degree 1: scoring w/|w| is scoring w, over |w|
+            norm = float(np.sqrt(np.sum(np.square(np.asarray(w, dtype=np.float64)))))
+            scores = scores / norm if norm > 0 else scores
+        if coeffs is not None:
+            scale, shift = coeffs.get(layer_key(deps, lay.node), (1.0, 0.0))
+            scores = float(scale) * scores + float(shift)
         np.add.at(total, lay.out_units, scores)
         np.add.at(count, lay.out_units, 1)
+    if reduce == "sum":
+        return total
     return np.divide(total, np.maximum(count, 1))

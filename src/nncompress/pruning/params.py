@@ -9,14 +9,18 @@ from typing import Any
 from nncompress.config.effective import get_param
 from nncompress.errors import ConfigError
 from nncompress.pruning.importance import IMPORTANCE_CRITERIA
+from nncompress.pruning.legr import LeGRParams
 from nncompress.pruning.schedule import SCHEDULES
 from nncompress.pruning.selection import check_level
 
-__all__ = ["ALGORITHM", "FilterPruningParams"]
+__all__ = ["ALGORITHM", "LEARNED_RANKING", "FilterPruningParams"]
 
 ALGORITHM = "filter_pruning"
-# learned_ranking (LeGR) needs its evolutionary search; these keys only make sense with it
+LEARNED_RANKING = "learned_ranking"
+# these keys only make sense with interlayer_ranking_type learned_ranking (LeGR)
 _LEGR_ONLY = ("params.legr_params", "params.save_ranking_coeffs_path", "params.load_ranking_coeffs_path")
+# LeGR ranks all layers together and is meant to reach every layer: NNCF defaults these to true
+_LEGR_DEFAULT_TRUE = ("params.prune_first_conv", "params.prune_downsample_convs", "params.all_weights")
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,10 @@ class FilterPruningParams:
     """Every setting of a ``filter_pruning`` section (defaults from the schema).
 
     ``FilterPruningParams.from_section({"algorithm": "filter_pruning", "params": {...}})``; raises
-    ``ConfigError`` for settings this version does not support (``learned_ranking``) and for
-    levels outside [0, 1).
+    ``ConfigError`` for levels outside [0, 1) and inconsistent settings. With
+    ``interlayer_ranking_type: learned_ranking`` (LeGR), ``legr`` holds ``legr_params`` and, as in
+    NNCF, ``prune_first_conv``, ``prune_downsample_convs`` and ``all_weights`` default to true
+    (``all_weights: false`` is an error: the learned coefficients rank layers against each other).
     """
 
     pruning_init: float
@@ -43,6 +49,13 @@ class FilterPruningParams:
     ignored_scopes: Any = None
     target_scopes: Any = None
     validate_scopes: bool = True
+    legr: LeGRParams | None = None
+    save_ranking_coeffs_path: str | None = None
+    load_ranking_coeffs_path: str | None = None
+
+    @property
+    def learned_ranking(self) -> bool:
+        return self.interlayer_ranking_type == LEARNED_RANKING
 
     @property
     def target(self) -> float:
@@ -56,19 +69,50 @@ class FilterPruningParams:
 
         problems = []
         ranking = param("params.interlayer_ranking_type")
-        if ranking != "unweighted_ranking":
+        learned = ranking == LEARNED_RANKING
+        if ranking not in ("unweighted_ranking", LEARNED_RANKING):
             problems.append(
                 (
                     "params.interlayer_ranking_type",
-                    f"'{ranking}' is not supported (LeGR's learned ranking needs an evolutionary search this "
-                    "version does not have); use 'unweighted_ranking'",
+                    f"unknown ranking '{ranking}'; known: unweighted_ranking, learned_ranking",
                 )
             )
         for path in _LEGR_ONLY:
-            if ranking == "unweighted_ranking" and _is_set(section, path):
+            if not learned and _is_set(section, path):
                 problems.append(
-                    (path, "only used by interlayer_ranking_type 'learned_ranking', which is not supported")
+                    (path, f"only used by interlayer_ranking_type 'learned_ranking', not '{ranking}'")
                 )
+        if learned and _is_set(section, "params.all_weights") and not param("params.all_weights"):
+            problems.append(
+                (
+                    "params.all_weights",
+                    "must be true with learned_ranking: LeGR's coefficients rank the filters of all layers "
+                    "together (leave it out, or set it to true)",
+                )
+            )
+
+        def flag(path: str) -> bool:
+            if learned and path in _LEGR_DEFAULT_TRUE and not _is_set(section, path):
+                return True
+            return bool(param(path))
+
+        legr = None
+        if learned:
+            max_pruning = (
+                float(param("params.legr_params.max_pruning"))
+                if _is_set(section, "params.legr_params.max_pruning")
+                else None
+            )
+            legr = LeGRParams(
+                generations=int(param("params.legr_params.generations")),
+                train_steps=int(param("params.legr_params.train_steps")),
+                max_pruning=max_pruning,
+                random_seed=int(param("params.legr_params.random_seed")),
+                population_size=int(param("params.legr_params.population_size")),
+                num_samples=int(param("params.legr_params.num_samples")),
+                mutate_percent=float(param("params.legr_params.mutate_percent")),
+                scale_sigma=float(param("params.legr_params.scale_sigma")),
+            )
         importance = param("params.filter_importance")
         if importance not in IMPORTANCE_CRITERIA:
             problems.append(
@@ -115,13 +159,16 @@ class FilterPruningParams:
             num_init_steps=init_steps,
             filter_importance=importance,
             interlayer_ranking_type=ranking,
-            all_weights=bool(param("params.all_weights")),
-            prune_first_conv=bool(param("params.prune_first_conv")),
-            prune_downsample_convs=bool(param("params.prune_downsample_convs")),
+            all_weights=flag("params.all_weights"),
+            prune_first_conv=flag("params.prune_first_conv"),
+            prune_downsample_convs=flag("params.prune_downsample_convs"),
             prune_batch_norms=bool(param("params.prune_batch_norms")),
             ignored_scopes=section.get("ignored_scopes"),
             target_scopes=section.get("target_scopes"),
             validate_scopes=bool(param("validate_scopes")),
+            legr=legr,
+            save_ranking_coeffs_path=param("params.save_ranking_coeffs_path") if learned else None,
+            load_ranking_coeffs_path=param("params.load_ranking_coeffs_path") if learned else None,
         )
 
 

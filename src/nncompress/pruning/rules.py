@@ -16,7 +16,7 @@ from nncompress.graph import Node
 from nncompress.graph import op_kinds as K
 from nncompress.pruning.propagation import FIXED, ChannelMap, Propagation, RuleInput, Shape, fits, known_shape
 
-__all__ = ["CHANNEL_RULES", "Rule", "opaque", "pass_through", "register_channel_rule"]
+__all__ = ["CHANNEL_RULES", "Rule", "grouped_conv_mode", "opaque", "pass_through", "register_channel_rule"]
 
 # ---------------------------------------------------------------------------------------------
 # channel rules: op kind -> how channels go through it
@@ -107,15 +107,18 @@ def _rule_conv(ctx: Propagation, node: Node) -> None:
         _depthwise(ctx, node, inp, w, cin, cout, axis)
         return
     if groups > 1:
-        why = (
-            f"is a grouped convolution (groups={groups}): removing channels would change the size of "
-            "its groups, so grouped convolutions are left out"
-        )
-        ctx.fix_inputs(node, why)
-        atoms = ctx.produce(node, cout, w.name, w.out_channel_axis, 0)
-        for a in atoms.tolist():
-            ctx.atoms.fix(a, f"filters of the grouped convolution '{node.name}' (groups={groups})")
-        ctx.set_all_outputs(node, ChannelMap(axis, atoms))
+        if transpose or cin % groups or cout % groups:
+            why = (
+                f"is a grouped {'transposed ' if transpose else ''}convolution (groups={groups}) whose "
+                "channels cannot be removed group by group, so it is left out"
+            )
+            ctx.fix_inputs(node, why)
+            atoms = ctx.produce(node, cout, w.name, w.out_channel_axis, 0)
+            for a in atoms.tolist():
+                ctx.atoms.fix(a, f"filters of the grouped convolution '{node.name}' (groups={groups})")
+            ctx.set_all_outputs(node, ChannelMap(axis, atoms))
+            return
+        _grouped(ctx, node, inp, w, cin, cout, groups, axis)
         return
     _fix_other_inputs(ctx, node, 0, "uses it as a computed weight")
     ctx.consume(node, inp, cin, axis, w.name, w.in_channel_axis)
@@ -138,6 +141,89 @@ def _depthwise(
         return
     lay = ctx.layer(node, w.name)
     lay.in_units = ctx.bind(node, w.name, "in", cmap.atoms)
+    ctx.set_all_outputs(node, ChannelMap(axis, atoms))
+
+
+def grouped_conv_mode(cin: int, cout: int, groups: int) -> str:
+    """How a grouped convolution (``1 < groups < cin``) is pruned so that its groups stay equal:
+
+    - ``"whole_groups"``: a group is removed with its input and output channels (the layer keeps
+      fewer groups); ``groups`` units to choose from;
+    - ``"per_offset"``: channel ``i`` of every group is removed together, on the input side and on
+      the output side (the layer keeps its groups, each one smaller); ``cin/groups + cout/groups``
+      units.
+
+    The mode with more units (more freedom for the ranking) wins.
+    """
+    return "whole_groups" if groups >= cin // groups + cout // groups else "per_offset"
+
+
+def _grouped(
+    ctx: Propagation, node: Node, inp: RuleInput | None, w, cin: int, cout: int, groups: int, axis: int
+) -> None:
+    """A grouped convolution: whole groups removed, or the same offsets in every group (see
+    :func:`grouped_conv_mode`); either way the cut layer has groups of equal size."""
+    cin_g, cout_g = cin // groups, cout // groups
+    start = len(ctx.couplings)
+    _grouped_joins(ctx, node, inp, w, cin, cout, groups, axis, cin_g, cout_g)
+    # the joins above note "GroupConvolution 'name'"; the notes of _grouped_joins say how
+    generic = f"{node.kind} '{node.name}'"
+    ctx.couplings[start:] = [(a, t) for a, t in ctx.couplings[start:] if t != generic]
+
+
+def _grouped_joins(
+    ctx: Propagation,
+    node: Node,
+    inp: RuleInput | None,
+    w,
+    cin: int,
+    cout: int,
+    groups: int,
+    axis: int,
+    cin_g: int,
+    cout_g: int,
+) -> None:
+    cmap = inp.map if inp is not None else None
+    readable = cmap is not None and cmap.axis == axis and len(cmap) == cin
+    if cmap is not None and not readable:
+        ctx.fix_map(cmap, f"read by {ctx.label(node)} on another axis or with other channel counts")
+    mode = grouped_conv_mode(cin, cout, groups)
+    # whole groups follow the producer's channels: only when there are some (not a model input)
+    # and the layer's own filters may go (not an ignored layer)
+    if mode == "whole_groups" and readable and (cmap.atoms >= 0).any() and node.name not in ctx.excluded:
+        # the channels of one group are one unit: its inputs (other layers' filters) and its filters
+        rows = cmap.atoms.reshape(groups, cin_g)
+        reps = np.array([next((a for a in r.tolist() if a >= 0), FIXED) for r in rows], dtype=np.int64)
+        for r, rep in zip(rows, reps.tolist()):
+            if rep >= 0:
+                ctx.join(node, np.full(cin_g, rep, dtype=np.int64), r)
+                ctx.couplings.append((rep, f"{ctx.label(node)} (groups={groups}: whole groups removed)"))
+        atoms = ctx.follow(node, ChannelMap(axis, np.repeat(reps, cout_g)), w.name, w.out_channel_axis)
+        if atoms is None:
+            ctx.set_all_outputs(node, None)
+            return
+        lay = ctx.layer(node, w.name)
+        lay.in_units = ctx.bind(node, w.name, "in", cmap.atoms)
+        ctx.set_all_outputs(node, ChannelMap(axis, atoms))
+        return
+    # per offset: input offset i of every group is one unit, and so is output offset j
+    note = f"{ctx.label(node)} (groups={groups}: the same channels removed from every group)"
+    if readable:
+        rows = cmap.atoms.reshape(groups, cin_g)
+        for r in rows[1:]:
+            ctx.join(node, rows[0], r)
+        for a in rows[0].tolist():
+            if a >= 0:
+                ctx.couplings.append((a, note))
+        ctx.consume(node, inp, cin, axis, w.name, w.in_channel_axis)
+    else:
+        ctx.consume(node, None, cin, axis, w.name, w.in_channel_axis)
+    atoms = ctx.produce(node, cout, w.name, w.out_channel_axis, 0)
+    outs = atoms.reshape(groups, cout_g)
+    for r in outs[1:]:
+        ctx.join(node, outs[0], r)
+    for a in outs[0].tolist():
+        ctx.couplings.append((a, note))
     ctx.set_all_outputs(node, ChannelMap(axis, atoms))
 
 

@@ -26,7 +26,7 @@ from nncompress.graph import Graph
 from nncompress.pruning.channels import ChannelDependencies
 from nncompress.pruning.cost import ModelCost, count_cost
 
-__all__ = ["ChannelSelection", "check_level", "select_channels", "select_for_flops"]
+__all__ = ["ChannelSelection", "check_level", "removed_count", "select_channels", "select_for_flops"]
 
 
 @dataclass
@@ -61,11 +61,33 @@ def check_level(level: float, what: str = "pruning level") -> float:
     return value
 
 
+def removed_count(n: int, level: float, round_to: int = 1) -> int:
+    """Channels of a group of ``n`` removed at ``level``: ``floor(level * n)``; with ``round_to``
+    > 1, the kept count is rounded up to a multiple of it (NNCF 2.19 rounds to 8: hardware likes
+    channel counts in blocks, and layers of 8 or fewer filters are then never pruned).
+
+    >>> removed_count(32, 0.1), removed_count(32, 0.1, 8), removed_count(32, 0.5, 8)
+    (3, 0, 16)
+    """
+    if round_to <= 1:
+        return int(math.floor(level * n + 1e-9))
+    kept = math.ceil((n - n * level) / round_to - 1e-9) * round_to
+    return max(n - kept, 0)
+
+
 def select_channels(
-    deps: ChannelDependencies, importance: np.ndarray, level: float, *, all_weights: bool
+    deps: ChannelDependencies,
+    importance: np.ndarray,
+    level: float,
+    *,
+    all_weights: bool,
+    round_to: int = 1,
 ) -> ChannelSelection:
-    """Units to keep at pruning ``level`` (see the module docstring)."""
+    """Units to keep at pruning ``level`` (see the module docstring); ``round_to`` rounds each
+    group's kept count up to a multiple of it (:func:`removed_count`; per group only)."""
     level = check_level(level)
+    if not isinstance(round_to, int) or round_to < 1:
+        raise PruningError(f"round_to must be a positive integer, got {round_to!r}")
     keep = np.ones(deps.num_units, dtype=bool)
     notes: list[str] = []
     groups = deps.prunable_groups
@@ -87,7 +109,7 @@ def select_channels(
                 )
         return ChannelSelection(keep, level, notes)
     for g in groups:
-        k = min(int(math.floor(level * g.num_channels + 1e-9)), g.num_prunable, g.num_channels - 1)
+        k = min(removed_count(g.num_channels, level, round_to), g.num_prunable, g.num_channels - 1)
         if k <= 0:
             continue
         units = g.prunable_units
@@ -104,6 +126,7 @@ def select_for_flops(
     *,
     all_weights: bool,
     tolerance: float = 1e-4,
+    round_to: int = 1,
 ) -> ChannelSelection:
     """The selection at the smallest level whose FLOPs reduction is at least ``flops_reduction``.
 
@@ -116,7 +139,7 @@ def select_for_flops(
         raise PruningError("pruning_flops_target: the model has no convolution or linear FLOPs to remove")
 
     def attempt(level: float) -> tuple[ChannelSelection, float]:
-        sel = select_channels(deps, importance, level, all_weights=all_weights)
+        sel = select_channels(deps, importance, level, all_weights=all_weights, round_to=round_to)
         sel.cost = count_cost(graph, deps, sel.keep)
         return sel, 1.0 - sel.cost.flops / original
 

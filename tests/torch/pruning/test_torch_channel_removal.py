@@ -305,7 +305,7 @@ def test_strip_detects_hidden_channel_use():
 
 
 class OddLayers(nn.Module):
-    """PReLU and InstanceNorm follow their conv; a grouped conv is left out; a view flattens."""
+    """PReLU and InstanceNorm follow their conv; a grouped conv keeps equal groups; a view flattens."""
 
     def __init__(self):
         super().__init__()
@@ -334,16 +334,17 @@ def test_prelu_instancenorm_grouped_conv_and_view_flatten():
     )
     ctrl, model = create_compressed_model(OddLayers(), config)
     text = ctrl.describe_groups()
-    assert "grouped convolution (groups=2)" in text
+    assert "groups=2: the same channels removed from every group" in text
     deps = ctrl.engine.deps
     scopes = {deps.layers[p].module_scope for g in deps.prunable_groups for p in g.producers}
-    assert scopes == {"c1", "c3"}  # c2 feeds the grouped conv; the stem is the first layer
+    assert scopes == {"c1", "c2", "grouped", "c3"}  # the stem is the first layer
     ctrl.set_pruning_level(0.5)
     x = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         masked = model(x)
     stripped = ctrl.strip()
     assert stripped.act.num_parameters == 6 and stripped.norm.num_features == 6
+    assert stripped.grouped.groups == 2 and stripped.grouped.in_channels == stripped.c2.out_channels == 4
     assert stripped.fc.in_features == 3 * 16  # c3 kept 3 of 6 filters, 16 features each
     with torch.no_grad():
         torch.testing.assert_close(stripped(x), masked, atol=1e-5, rtol=1e-5)

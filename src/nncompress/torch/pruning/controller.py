@@ -90,6 +90,13 @@ class FilterPruningController(PTCompressionAlgorithmController):
         )
         self._scheduler = FilterPruningScheduler(self, schedule)
         self._value = params.pruning_init  # level, or FLOPs reduction in FLOPs mode
+        # LeGR: the reward (minus validation loss) of every candidate the search tried
+        self.legr_rewards: list[float] = []
+
+    @property
+    def ranking_coeffs(self) -> dict[str, tuple[float, float]] | None:
+        """LeGR's learned ``(scale, shift)`` per pruned layer (None with the plain ranking)."""
+        return self.engine.ranking_coeffs
 
     # -- level ----------------------------------------------------------------------------------
     @property

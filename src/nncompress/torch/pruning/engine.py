@@ -124,6 +124,10 @@ class TorchFilterPruning:
         self.original_cost: ModelCost = count_cost(graph)
         self._keep = np.ones(self.deps.num_units, dtype=bool)
         self.selection = ChannelSelection(self._keep.copy(), 0.0)
+        # LeGR's learned (scale, shift) per layer (None: plain ranking)
+        self.ranking_coeffs: dict[str, tuple[float, float]] | None = None
+        # per-group ranking: kept counts rounded up to a multiple of this (8: as NNCF 2.19)
+        self.round_to = 1
         self.mask_points: list[MaskPoint] = []
         self.masks: list[ChannelMask] = []
         if masked:
@@ -165,17 +169,37 @@ class TorchFilterPruning:
 
     def importance(self) -> np.ndarray:
         """Importance of every unit; channels already removed rank lowest, so they stay removed
-        while the level grows (their weights get no gradient and would keep stale norms)."""
-        imp = unit_importance(self.deps, self.weights(), self.params.filter_importance)
-        imp[~self.keep] = -1.0
+        while the level grows (their weights get no gradient and would keep stale norms).
+
+        As in NNCF 2.x: per group, the mean of the coupled filters' scores; with ``all_weights``,
+        their sum over weights normalized per layer (so that the global ranking compares layers
+        fairly), or, with LeGR's learned ``ranking_coeffs``, their sum after each layer's
+        ``scale * score + shift`` (not normalized)."""
+        global_ranking = self.params.all_weights
+        imp = unit_importance(
+            self.deps,
+            self.weights(),
+            self.params.filter_importance,
+            normalize=global_ranking and self.ranking_coeffs is None,
+            reduce="sum" if global_ranking else "mean",
+            coeffs=self.ranking_coeffs,
+        )
+        imp[~self.keep] = -np.inf
         return imp
 
     def select(self, level: float) -> ChannelSelection:
-        return select_channels(self.deps, self.importance(), level, all_weights=self.params.all_weights)
+        return select_channels(
+            self.deps, self.importance(), level, all_weights=self.params.all_weights, round_to=self.round_to
+        )
 
     def select_flops(self, flops_reduction: float) -> ChannelSelection:
         return select_for_flops(
-            self.graph, self.deps, self.importance(), flops_reduction, all_weights=self.params.all_weights
+            self.graph,
+            self.deps,
+            self.importance(),
+            flops_reduction,
+            all_weights=self.params.all_weights,
+            round_to=self.round_to,
         )
 
     def apply(self, selection: ChannelSelection) -> None:
@@ -350,12 +374,14 @@ def prune_filters(
     *,
     level: float | None = None,
     flops_target: float | None = None,
+    round_to: int = 1,
 ) -> tuple[nn.Module, PruningRecord]:
     """Prune ``model`` at once (no training): returns a pruned copy and its record.
 
     ``section`` is a ``filter_pruning`` config section (its ``params`` and scopes; schema
     defaults otherwise). The level is ``level``, else the FLOPs reduction ``flops_target``, else
-    the section's ``pruning_flops_target`` or ``pruning_target``.
+    the section's ``pruning_flops_target`` or ``pruning_target``. ``round_to=8`` keeps each
+    group's channel count a multiple of 8, rounding up, as NNCF 2.19 does (per-group ranking).
     """
     from nncompress.torch.tracing import normalize_example_input, trace
 
@@ -365,6 +391,7 @@ def prune_filters(
     args, kwargs = normalize_example_input(example_input)
     graph = trace(model, example_input)
     engine = TorchFilterPruning(model, graph, params, masked=False)
+    engine.round_to = round_to
     engine.require_prunable()
     if level is None and flops_target is None:
         if params.pruning_flops_target is not None:

@@ -87,7 +87,52 @@ def _conv_check(m: nn.Module, role: str) -> str | None:
         return None
     if role == "follower" and _is_depthwise(m):
         return None
+    if not m.transposed and m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0:
+        return None  # grouped: whole groups (follower) or the same offsets of every group
     return f"'{type(m).__name__}' with groups={m.groups} is only pruned as a depthwise convolution"
+
+
+def _grouped_prune(m: nn.Module, keep: Keep) -> None:
+    """Cut a grouped convolution: every kept group must keep as many inputs and filters as the
+    others (a group keeping neither is dropped, and ``groups`` shrinks)."""
+    groups = m.groups
+    cin_g, cout_g = m.in_channels // groups, m.out_channels // groups
+    all_in = torch.arange(m.in_channels)
+    all_out = torch.arange(m.out_channels)
+    in_keep = keep.get("in", all_in)
+    out_keep = keep.get("out", all_out)
+    rows: list[torch.Tensor] = []
+    offsets: list[torch.Tensor] = []
+    for g in range(groups):
+        ins = in_keep[(in_keep >= g * cin_g) & (in_keep < (g + 1) * cin_g)] - g * cin_g
+        outs = out_keep[(out_keep >= g * cout_g) & (out_keep < (g + 1) * cout_g)]
+        if len(ins) == 0 and len(outs) == 0:
+            continue
+        if len(ins) == 0 or len(outs) == 0:
+            raise PruningError(
+                f"grouped {type(m).__name__} (groups={groups}): group {g} would keep {len(ins)} inputs "
+                f"and {len(outs)} filters; a group keeps both or neither"
+            )
+        rows.append(outs)
+        offsets.append(ins)
+    if not rows:
+        raise PruningError(f"grouped {type(m).__name__} (groups={groups}) would keep no group")
+    if len({len(r) for r in rows}) != 1 or len({len(o) for o in offsets}) != 1:
+        raise PruningError(
+            f"grouped {type(m).__name__} (groups={groups}): the kept groups would differ in size "
+            f"(filters {[len(r) for r in rows]}, inputs {[len(o) for o in offsets]})"
+        )
+    weight = m.weight.detach()
+    parts = [
+        weight.index_select(0, r.to(weight.device)).index_select(1, o.to(weight.device))
+        for r, o in zip(rows, offsets)
+    ]
+    new = torch.cat(parts, 0).clone()
+    m.weight = nn.Parameter(new, requires_grad=m.weight.requires_grad)
+    _param(m, "bias", 0, torch.cat(rows))
+    m.groups = len(rows)
+    m.out_channels = sum(len(r) for r in rows)
+    m.in_channels = len(rows) * len(offsets[0])
 
 
 def _conv_prune(m: nn.Module, keep: Keep) -> None:
@@ -108,6 +153,9 @@ def _conv_prune(m: nn.Module, keep: Keep) -> None:
         _param(m, "bias", 0, out_keep)
         m.in_channels = m.groups = len(in_keep)
         m.out_channels = len(out_keep)
+        return
+    if m.groups != 1 and not m.transposed:
+        _grouped_prune(m, keep)
         return
     if m.groups != 1:
         raise PruningError(f"{type(m).__name__} with groups={m.groups} cannot have channels removed")

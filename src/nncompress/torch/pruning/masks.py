@@ -116,9 +116,25 @@ def plan_masks(graph: Graph, deps: ChannelDependencies, *, prune_batch_norms: bo
                 )
         if touches(lay.in_units):
             points.append(
-                MaskPoint(TargetPoint(TargetType.WEIGHT, name, port), lay.in_axis, lay.in_units, "inputs")
+                MaskPoint(
+                    TargetPoint(TargetType.WEIGHT, name, port),
+                    lay.in_axis,
+                    _per_weight_inputs(lay.in_units, node.weights[port].shape[lay.in_axis]),
+                    "inputs",
+                )
             )
     return points
+
+
+def _per_weight_inputs(in_units: np.ndarray, width: int) -> np.ndarray:
+    """The unit of each input position of a weight: a grouped convolution's weight has
+    ``cin / groups`` input positions, each read in every group; the analysis joins the channels at
+    one offset of every group (or removes whole groups, and then the filters' mask suffices), so
+    a position takes the unit found at it in any group."""
+    if len(in_units) == width or width <= 0 or len(in_units) % width:
+        return in_units
+    rows = in_units.reshape(-1, width)
+    return rows.max(axis=0)
 
 
 def target_units(
