@@ -98,6 +98,11 @@ def test_without_matplotlib_plots_are_skipped_with_a_warning(tmp_path, monkeypat
             r"latency\.json: models\[0\]\.median_ms",
         ),
         ("latency.json", {"models": []}, "models: expected a non-empty list"),
+        (
+            "latency.json",
+            {"models": [{"name": "a", "median_ms": 1.0, "group": 3}]},
+            r"latency\.json: models\[0\]\.group: expected a string",
+        ),
         ("summary.json", [1, 2], r"summary\.json: <root>: expected a JSON object"),
         (
             "quantizer_ranges.json",

@@ -26,7 +26,9 @@ the JSON path):
      "device": "CPU",                               # optional
      "models": [{"name": "fp32", "median_ms": 1.84,
                  "throughput": 543.0,                # optional, samples/s
-                 "precision": "FP32"}, ...]}         # optional
+                 "precision": "FP32",                # optional
+                 "group": "resnet"}, ...]}           # optional: speed-ups are shown against the
+                                                     # first model of the same group
 
 ``quantizer_ranges.json``: the ranges of the quantizers, drawn as "per-layer quantization ranges"::
 

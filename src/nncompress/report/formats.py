@@ -132,6 +132,10 @@ def read_latency(path: str | Path) -> dict[str, Any]:
             f"{where}.median_ms",
             f"expected a non-negative number, got {m.get('median_ms')!r}",
         )
+        if "group" in m:
+            _need(
+                isinstance(m["group"], str), path, f"{where}.group", f"expected a string, got {m['group']!r}"
+            )
         if "throughput" in m:
             _need(
                 _is_number(m["throughput"]),

@@ -149,47 +149,62 @@ def plot_accuracy_by_epoch(
     return _save(fig, out)
 
 
+def _short_names(names: Sequence[str]) -> list[str]:
+    """Quantizer names without the root-class prefix they all share (``ResNet/...``)."""
+    heads = {name.split("/", 1)[0] for name in names}
+    if len(heads) == 1 and all("/" in name for name in names):
+        return [name.split("/", 1)[1] for name in names]
+    return list(names)
+
+
 def plot_quantizer_ranges(data: dict[str, Any], out: str | Path) -> Path | None:
     """Per-layer quantization ranges: one bar per quantizer from its lowest to its highest bound
-    (per-channel quantizers also show the median channel's range, darker). ``data`` is a read
-    ``quantizer_ranges.json``; at most ``MAX_QUANTIZERS_PLOTTED`` quantizers are drawn."""
+    (per-channel quantizers also show the median channel's range, darker). Weights and
+    activations get their own panel and scale (weight ranges are often 100x smaller). ``data`` is
+    a read ``quantizer_ranges.json``; at most ``MAX_QUANTIZERS_PLOTTED`` quantizers are drawn."""
     quantizers = list(data["quantizers"])[:MAX_QUANTIZERS_PLOTTED]
+    colors = {"weight": "tab:blue", "activation": "tab:orange"}
+    panels = [(kind, [q for q in quantizers if q["kind"] == kind]) for kind in colors]
+    panels = [(kind, qs) for kind, qs in panels if qs]
+    labels = dict(zip((id(q) for q in quantizers), _short_names([q["name"] for q in quantizers])))
+    longest = max((len(label) for label in labels.values()), default=10)
     n = len(quantizers)
-    fig = _figure("per-layer quantization ranges", 7.5, max(2.5, 0.22 * n + 1.2))
+    fig = _figure(
+        "per-layer quantization ranges", 4.5 + 0.055 * longest, max(2.5, 0.22 * n + 1.0 * len(panels))
+    )
     if fig is None:
         return None
-    ax = fig.add_subplot()
-    colors = {"weight": "tab:blue", "activation": "tab:orange"}
-    for i, q in enumerate(quantizers):
-        low, high = min(q["low"]), max(q["high"])
-        ax.barh(i, high - low, left=low, height=0.6, color=colors[q["kind"]], alpha=0.45)
-        if len(q["low"]) > 1:
-            lows, highs = sorted(q["low"]), sorted(q["high"])
-            mid_low, mid_high = lows[len(lows) // 2], highs[len(highs) // 2]
-            ax.barh(i, mid_high - mid_low, left=mid_low, height=0.3, color=colors[q["kind"]])
-    ax.set_yticks(range(n), [q["name"] for q in quantizers], fontsize=7)
-    ax.invert_yaxis()
-    ax.axvline(0.0, color="black", linewidth=0.5)
-    from matplotlib.patches import Patch
-
-    ax.legend(
-        handles=[Patch(color=color, alpha=0.6, label=kind) for kind, color in colors.items()],
-        fontsize=8,
-        loc="lower right",
-    )
+    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=[len(qs) + 1 for _, qs in panels])[:, 0]
+    for ax, (kind, qs) in zip(axes, panels):
+        for i, q in enumerate(qs):
+            low, high = min(q["low"]), max(q["high"])
+            ax.barh(i, high - low, left=low, height=0.6, color=colors[kind], alpha=0.45)
+            if len(q["low"]) > 1:
+                lows, highs = sorted(q["low"]), sorted(q["high"])
+                mid_low, mid_high = lows[len(lows) // 2], highs[len(highs) // 2]
+                ax.barh(i, mid_high - mid_low, left=mid_low, height=0.3, color=colors[kind])
+        ax.set_yticks(range(len(qs)), [labels[id(q)] for q in qs], fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(0.0, color="black", linewidth=0.5)
+        per_channel = any(len(q["low"]) > 1 for q in qs)
+        ax.set_title(
+            f"{kind} quantizers ({len(qs)})"
+            + (": pale = all channels, dark = median channel" if per_channel else ""),
+            fontsize=9,
+        )
+        ax.set_xlabel("range [low, high]", fontsize=8)
     title = "Per-layer quantization ranges"
     if data.get("model"):
         title += f" ({data['model']})"
     if len(data["quantizers"]) > n:
         title += f", first {n} of {len(data['quantizers'])}"
-    ax.set_title(title)
-    ax.set_xlabel("range [low, high]")
+    fig.suptitle(title)
     return _save(fig, out)
 
 
 def plot_latency(data: dict[str, Any], out: str | Path) -> Path | None:
     """Latency bars: median latency per model (a read ``latency.json``), each labelled with its
-    speed-up over the first model."""
+    speed-up over the first model of its ``group`` (models without a group: the first model)."""
     models = data["models"]
     unit = data.get("unit", "ms")
     fig = _figure("latency bars", 6.4, max(2.5, 0.5 * len(models) + 1.5))
@@ -197,12 +212,18 @@ def plot_latency(data: dict[str, Any], out: str | Path) -> Path | None:
         return None
     ax = fig.add_subplot()
     values = [float(m["median_ms"]) for m in models]
-    bars = ax.barh(range(len(models)), values, color="tab:blue", alpha=0.7)
+    groups = [m.get("group") for m in models]
+    palette = ["tab:blue", "tab:green", "tab:purple", "tab:red", "tab:brown", "tab:gray"]
+    color_of = {g: palette[i % len(palette)] for i, g in enumerate(dict.fromkeys(groups))}
+    bars = ax.barh(range(len(models)), values, color=[color_of[g] for g in groups], alpha=0.7)
     ax.set_yticks(range(len(models)), [m["name"] for m in models])
     ax.invert_yaxis()
-    reference = values[0]
-    for bar, value in zip(bars, values):
-        speedup = f" ({reference / value:.2f}x)" if value > 0 and reference > 0 else ""
+    reference = {}
+    for group, value in zip(groups, values):
+        reference.setdefault(group, value)
+    for bar, value, group in zip(bars, values, groups):
+        ref = reference[group]
+        speedup = f" ({ref / value:.2f}x)" if value > 0 and ref > 0 else ""
         ax.text(
             bar.get_width(),
             bar.get_y() + bar.get_height() / 2,
@@ -211,7 +232,10 @@ def plot_latency(data: dict[str, Any], out: str | Path) -> Path | None:
             fontsize=8,
         )
     ax.set_xlim(0, max(values) * 1.35 if max(values) > 0 else 1.0)
+    if max(values) > 0 and min(v for v in values if v > 0) < max(values) / 50:
+        ax.set_xscale("log")  # models of very different sizes: keep the small ones visible
+        ax.set_xlim(min(v for v in values if v > 0) / 2, max(values) * 4)
     device = f", {data['device']}" if data.get("device") else ""
-    ax.set_title(f"Latency bars (median {unit}{device})")
+    ax.set_title(f"Latency bars (median {unit}{device}; speed-up within each group)")
     ax.set_xlabel(f"median latency ({unit})")
     return _save(fig, out)

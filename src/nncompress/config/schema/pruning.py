@@ -90,8 +90,9 @@ def filter_pruning_schema() -> dict[str, Any]:
                         minimum=0,
                     ),
                     "interlayer_ranking_type": string(
-                        "How filters of different layers are compared: 'unweighted_ranking' (raw "
-                        "importance) or 'learned_ranking' (LeGR coefficients).",
+                        "How filters of different layers are compared with all_weights: 'unweighted_ranking' "
+                        "(importance of weights normalized per layer) or 'learned_ranking' (LeGR: a learned "
+                        "affine transform of each layer's importance; needs LeGR init args).",
                         default="unweighted_ranking",
                         enum=["unweighted_ranking", "learned_ranking"],
                     ),
