@@ -11,12 +11,14 @@ from nncompress.errors import BackendNotAvailableError, UnsupportedModelError
 TORCH = "torch"
 ONNX = "onnx"
 OPENVINO = "openvino"
+TENSORFLOW = "tensorflow"
 
 # backend -> module that defines its BackendAdapter subclass (as `Adapter`)
 _ADAPTERS = {
     TORCH: "nncompress.torch.adapter",
     ONNX: "nncompress.onnx.adapter",
     OPENVINO: "nncompress.openvino.adapter",
+    TENSORFLOW: "nncompress.tensorflow.adapter",
 }
 
 
@@ -37,9 +39,16 @@ def detect_backend(model: Any) -> str:
 
         if isinstance(model, openvino.Model):
             return OPENVINO
+    if "keras" in sys.modules or "tensorflow" in sys.modules:
+        try:
+            import keras
+        except ImportError:  # TensorFlow without Keras 3: not a model this backend takes
+            keras = None
+        if keras is not None and isinstance(model, keras.Model):
+            return TENSORFLOW
     raise UnsupportedModelError(
         f"Cannot compress a model of type {type(model).__module__}.{type(model).__qualname__}: "
-        "expected a torch.nn.Module, an onnx.ModelProto or an openvino.Model"
+        "expected a torch.nn.Module, an onnx.ModelProto, an openvino.Model or a keras.Model"
     )
 
 
