@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,tensorflow]'
+	# silero-vad ships real ONNX models for tests; --no-deps: its torch/torchaudio pins would replace our CPU torch
+	$(PY) -m pip install --quiet --no-deps silero-vad
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -22,6 +22,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 #: every benchmark script, in the order they run
 BENCHMARKS = [
     "ptq_torch.py",
+    "ptq_onnx_openvino.py",
     "qat_torch.py",
     "pruning_torch.py",
 ]

@@ -311,7 +311,8 @@ def test_if_node_is_skipped_and_integer_inputs_are_not_quantized():
     with pytest.warns(NNCompressWarning) as record:
         q = quantize(model, data)
     messages = " ".join(str(w.message) for w in record)
-    assert "(subgraph not quantized): choose" in messages and "'choose' (If)" in messages
+    # the If op itself stays float (its branches hold no quantizable op: see test_onnx_real_models)
+    assert "'choose' (If)" in messages
     readers = {t for n in q.graph.node if n.op_type == "QuantizeLinear" for t in n.input[:1]}
     assert "flag" not in readers and "idx" not in readers
     assert next(n for n in q.graph.node if n.name == "choose").input[0] == "flag"

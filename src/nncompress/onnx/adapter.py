@@ -272,6 +272,21 @@ class Adapter:
             self.graph = build_graph(model, warn_unknown=False)  # quantize() names unknown ops
         return self.graph
 
+    # -- If branches ---------------------------------------------------------------------------
+    def quantize_with_bodies(
+        self,
+        model: onnx.ModelProto,
+        dataset: Any,
+        quantize_graph: Callable[..., onnx.ModelProto],
+        subset_size: int,
+    ) -> onnx.ModelProto:
+        """``quantize_graph`` on the main graph and on every ``If`` branch (see ``subgraphs``)."""
+        from nncompress.onnx.subgraphs import has_if_bodies, quantize_with_if_bodies
+
+        if not isinstance(model, onnx.ModelProto) or not has_if_bodies(model):
+            return quantize_graph(model, dataset)
+        return quantize_with_if_bodies(model, dataset, quantize_graph, subset_size)
+
     # -- statistics ---------------------------------------------------------------------------
     def collect_statistics(
         self,

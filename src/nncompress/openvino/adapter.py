@@ -160,6 +160,21 @@ class Adapter:
             self.graph = build_graph(model, warn_unknown=False)  # quantize() names unknown ops
         return self.graph
 
+    # -- If bodies -----------------------------------------------------------------------------
+    def quantize_with_bodies(
+        self,
+        model: ov.Model,
+        dataset: Any,
+        quantize_graph: Callable[..., ov.Model],
+        subset_size: int,
+    ) -> ov.Model:
+        """``quantize_graph`` on the model and on every ``If`` body (see ``subgraphs``)."""
+        from nncompress.openvino.subgraphs import has_if_bodies, quantize_with_if_bodies
+
+        if not isinstance(model, ov.Model) or not has_if_bodies(model):
+            return quantize_graph(model, dataset)
+        return quantize_with_if_bodies(model, dataset, quantize_graph, subset_size)
+
     # -- statistics ---------------------------------------------------------------------------
     def collect_statistics(
         self,

@@ -1,13 +1,23 @@
 """``nncompress.quantize_with_accuracy_control``: quantize, then keep the worst ops in float.
 
-Backend-neutral, built on ``nncompress.quantize``: the model is quantized, the metric of the
-float and the quantized model is measured with the user's ``validation_fn``; while the metric
-drop exceeds ``max_drop``, quantizable ops are reverted to float (by re-quantizing with those
-ops added to the ignored scope), the ops with the largest metric gain first.
+Backend-neutral, built on ``nncompress.quantize``, with NNCF 3.x's ``QuantizationAccuracyRestorer``
+loop. The model is quantized, the metric of the float and the quantized model is measured with the
+user's ``validation_fn``; while the metric drop exceeds ``max_drop``, quantizable ops are reverted
+to float (by re-quantizing with those ops added to the ignored scope):
+
+1. *ranking*: every group is scored by the metric gain, on ``ranking_subset_size`` validation
+   items, of leaving it alone in float on top of the current model;
+2. each iteration reverts the best-ranked remaining group (cumulatively) and validates on the
+   whole validation set; it stops when the drop is within ``max_drop``, when every group was
+   tried, or after ``max_num_iterations`` iterations;
+3. a revert that does not make the drop worse is kept. One that makes it worse is kept once right
+   after a (re-)ranking (NNCF's step-back rule), otherwise it is undone and the remaining groups,
+   that one included, are *re-ranked* on the current model: reverting one op changes what the
+   others cost (a float op no longer feeds quantization error into its consumers).
 
 A *group* is every quantizer serving one quantizable op: its input activation quantizer(s) and
-its weight quantizer. Its effect is the metric gain, measured on ``ranking_subset_size``
-validation items, when that op alone is left in float.
+its weight quantizer. When the target cannot be met, the best model seen is returned with an
+``NNCompressWarning`` (NNCF returns the last one).
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ import logging
 import sys
 import warnings
 from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from nncompress.backends import detect_backend
@@ -34,14 +46,27 @@ logger = logging.getLogger(__name__)
 MAX_RANKED_CANDIDATES = 64
 
 
+class RestoreMode(Enum):
+    """How an op goes back to float (NNCF's ``RestoreMode``).
+
+    ``ACTIVATIONS_AND_WEIGHTS``: its input activation and weight quantizers are removed (the only
+    mode supported). NNCF's ``ONLY_ACTIVATIONS`` (int8 weights kept) is refused with a clear error.
+    """
+
+    ACTIVATIONS_AND_WEIGHTS = "activations_and_weights"
+    ONLY_ACTIVATIONS = "only_activations"
+
+
 @dataclass
 class AdvancedAccuracyRestorerParameters:
     """NNCF's accuracy-restorer options.
 
-    ``max_num_iterations``: most ops reverted to float. ``ranking_subset_size``: validation items
-    used to rank ops (None: all of them, at most 300). ``tune_hyperparams`` is not supported;
-    ``num_ranking_workers`` is accepted and ignored (ranking runs sequentially).
-    ``intermediate_model_dir`` is accepted and ignored.
+    ``max_num_iterations``: most revert attempts (an undone revert counts). ``ranking_subset_size``:
+    validation items used to rank ops (None: all of them, at most 300). ``intermediate_model_dir``:
+    where the fully quantized model (before any revert) is saved, as ``intermediate_model.onnx``
+    / ``.xml`` (torch: ``intermediate_model.pt``, the state dict). ``restore_mode``: see
+    ``RestoreMode``. ``tune_hyperparams`` is not supported; ``num_ranking_workers`` is accepted
+    and ignored (ranking runs sequentially: each candidate is one re-quantization).
     """
 
     max_num_iterations: int = sys.maxsize
@@ -49,6 +74,7 @@ class AdvancedAccuracyRestorerParameters:
     ranking_subset_size: int | None = None
     num_ranking_workers: int | None = None
     intermediate_model_dir: str | None = None
+    restore_mode: RestoreMode = RestoreMode.ACTIVATIONS_AND_WEIGHTS
 
 
 @dataclass
@@ -65,6 +91,11 @@ class AccuracyControlReport:
     ranking: list[tuple[str, float]] = field(default_factory=list)  # (op, metric gain), best first
     iterations: int = 0
     target_met: bool = True
+    # every ranking made, the first one included: after an undone revert the rest are re-ranked
+    rankings: list[list[tuple[str, float]]] = field(default_factory=list)
+    # (op tried, metric after reverting it with the ops kept before, kept?) per iteration
+    history: list[tuple[str, float, bool]] = field(default_factory=list)
+    intermediate_model_path: str | None = None
 
     def summary(self) -> str:
         lines = [
@@ -73,6 +104,7 @@ class AccuracyControlReport:
             f"final metric {self.final_metric:.6g}, final drop {self.final_drop:.6g}"
             f" ({'target met' if self.target_met else 'TARGET NOT MET'})",
             f"  ops reverted to float ({len(self.reverted_ops)}): {', '.join(self.reverted_ops) or 'none'}",
+            f"  iterations {self.iterations}, rankings {len(self.rankings)}",
         ]
         return "\n".join(lines)
 
@@ -183,10 +215,7 @@ def quantize_with_accuracy_control(
     """
     global _LAST_REPORT
     restorer = advanced_accuracy_restorer_parameters or AdvancedAccuracyRestorerParameters()
-    if restorer.tune_hyperparams:
-        raise QuantizationError(
-            "quantize_with_accuracy_control: tune_hyperparams=True is not supported; leave it False"
-        )
+    _check_restorer(restorer)
     if not isinstance(validation_dataset, Dataset):
         raise DatasetError(
             f"validation_dataset must be an nncompress.Dataset, got {type(validation_dataset).__name__}"
@@ -197,6 +226,14 @@ def quantize_with_accuracy_control(
     backend = detect_backend(model)
 
     def quantize_ignoring(names: list[str]) -> Any:
+        try:
+            return _quantize(names)
+        except QuantizationError as exc:
+            if not names or not str(exc).startswith("nothing to quantize"):
+                raise
+            return _float_copy(model, backend)  # every quantized op reverted: the float model
+
+    def _quantize(names: list[str]) -> Any:
         return quantize(
             model,
             calibration_dataset,
@@ -221,41 +258,64 @@ def quantize_with_accuracy_control(
     )
     report = AccuracyControlReport(drop_type, max_drop, fp32_metric, q_metric, q_metric, drop)
     _LAST_REPORT = report
+    if restorer.intermediate_model_dir:
+        report.intermediate_model_path = _save_intermediate(
+            quantized, backend, restorer.intermediate_model_dir
+        )
     if drop <= max_drop:
         logger.info(report.summary())
         return quantized
 
-    # rank ops by the metric gain of leaving each one alone in float, on a validation subset
     ranking_indices = _ranking_indices(validation_dataset, restorer.ranking_subset_size)
-    base = q_metric if ranking_indices is None else evaluate(quantized, ranking_indices)
 
-    def gain(names: list[str]) -> float:
-        return evaluate(quantize_ignoring(names), ranking_indices) - base
+    def rank(ops: list[str], kept: list[str], current: Any, current_metric: float) -> list[tuple[str, float]]:
+        """``ops`` by the metric gain of reverting each on top of ``kept`` (best first)."""
+        base = current_metric if ranking_indices is None else evaluate(current, ranking_indices)
 
-    candidates = _candidate_ops(_placement(quantized, backend))
-    if len(candidates) > MAX_RANKED_CANDIDATES:
-        candidates = _prefilter(candidates, gain)
-    ranking = sorted(((op, gain([op])) for op in candidates), key=lambda item: -item[1])
+        def gain(names: list[str]) -> float:
+            return evaluate(quantize_ignoring(kept + names), ranking_indices) - base
+
+        if len(ops) > MAX_RANKED_CANDIDATES:
+            ops = _prefilter(ops, gain)
+        ranked = sorted(((op, gain([op])) for op in ops), key=lambda item: -item[1])
+        report.rankings.append(ranked)
+        logger.info("Accuracy control: ranking %s", ", ".join(f"{op}: {g:+.4g}" for op, g in ranked))
+        return ranked
+
+    ranking = rank(_candidate_ops(_placement(quantized, backend)), [], quantized, q_metric)
     report.ranking = ranking
-    logger.info("Accuracy control: ranking %s", ", ".join(f"{op}: {g:+.4g}" for op, g in ranking))
+    queue = [op for op, _ in ranking]
 
-    # revert greedily, cumulative, the op with the largest gain first
+    # NNCF's loop: revert the best remaining group; keep it unless it makes the drop worse (and
+    # the previous step was not a step back); else undo it and re-rank what is left
+    current, current_metric, kept = quantized, q_metric, []
     best_model, best_metric, best_ops = quantized, q_metric, []
-    reverted: list[str] = []
-    for op, _gain in ranking:
-        if report.iterations >= restorer.max_num_iterations:
-            break
-        reverted.append(op)
+    previous_drop, step_back = drop, True
+    while queue and report.iterations < restorer.max_num_iterations:
+        op = queue.pop(0)
         report.iterations += 1
-        current = quantize_ignoring(reverted)
-        metric = evaluate(current)
+        trial_ops = [*kept, op]
+        trial = quantize_ignoring(trial_ops)
+        metric = evaluate(trial)
         drop = calculate_drop(fp32_metric, metric, drop_type)
         logger.info("Accuracy control: reverted %s -> metric %.6g, drop %.6g", op, metric, drop)
-        if metric > best_metric:
-            best_model, best_metric, best_ops = current, metric, list(reverted)
+        if metric > best_metric or drop <= max_drop:
+            best_model, best_metric, best_ops = trial, metric, list(trial_ops)
         if drop <= max_drop:
-            best_model, best_metric, best_ops = current, metric, list(reverted)
+            report.history.append((op, metric, True))
             break
+        if drop <= previous_drop or step_back:
+            report.history.append((op, metric, True))
+            current, current_metric, kept = trial, metric, trial_ops
+            previous_drop, step_back = drop, False
+            continue
+        # worse than before: undo it, and rank the rest again on the model without it
+        report.history.append((op, metric, False))
+        previous_drop, step_back = drop, True
+        queue.append(op)
+        if report.iterations < restorer.max_num_iterations:
+            logger.info("Accuracy control: %s made the drop worse; re-ranking the remaining ops", op)
+            queue = [name for name, _ in rank(queue, kept, current, current_metric)]
 
     report.final_metric = best_metric
     report.final_drop = calculate_drop(fp32_metric, best_metric, drop_type)
@@ -263,9 +323,14 @@ def quantize_with_accuracy_control(
     report.target_met = report.final_drop <= max_drop
     logger.info(report.summary())
     if not report.target_met:
+        why = (
+            "every quantizable op was tried"
+            if not queue
+            else f"max_num_iterations={restorer.max_num_iterations}"
+        )
         warnings.warn(
             f"quantize_with_accuracy_control: the {drop_type.value} metric drop {report.final_drop:.6g} "
-            f"exceeds max_drop={max_drop} after {report.iterations} iteration(s); returning the best "
+            f"exceeds max_drop={max_drop} after {report.iterations} iteration(s) ({why}); returning the best "
             f"model found (metric {best_metric:.6g}, FP32 {fp32_metric:.6g}, "
             f"{len(best_ops)} op(s) in float: {', '.join(best_ops) or 'none'})",
             NNCompressWarning,
@@ -276,6 +341,70 @@ def quantize_with_accuracy_control(
         with contextlib.suppress(AttributeError, TypeError):  # a read-only container: skip
             hook_manager.accuracy_control_report = report
     return best_model
+
+
+def _check_restorer(restorer: AdvancedAccuracyRestorerParameters) -> None:
+    where = "advanced_accuracy_restorer_parameters"
+    if not isinstance(restorer, AdvancedAccuracyRestorerParameters):
+        raise QuantizationError(
+            f"{where} must be an AdvancedAccuracyRestorerParameters, got {type(restorer).__name__}"
+        )
+    if restorer.tune_hyperparams:
+        raise QuantizationError(
+            "quantize_with_accuracy_control: tune_hyperparams=True is not supported; leave it False"
+        )
+    mode = restorer.restore_mode
+    if not isinstance(mode, RestoreMode):
+        try:
+            mode = RestoreMode(getattr(mode, "value", mode))
+        except ValueError:
+            raise QuantizationError(
+                f"{where}.restore_mode: {mode!r} is not one of {[m.value for m in RestoreMode]}"
+            ) from None
+    if mode is not RestoreMode.ACTIVATIONS_AND_WEIGHTS:
+        raise QuantizationError(
+            f"{where}.restore_mode={mode.value}: only 'activations_and_weights' is supported (an op goes back to "
+            "float with its weights); keeping int8 weights on reverted ops is not implemented"
+        )
+    if not isinstance(restorer.max_num_iterations, int) or restorer.max_num_iterations < 0:
+        raise QuantizationError(
+            f"{where}.max_num_iterations must be a non-negative integer, got {restorer.max_num_iterations!r}"
+        )
+
+
+def _float_copy(model: Any, backend: str) -> Any:
+    if backend == "onnx":
+        import onnx
+
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        return out
+    if backend == "openvino":
+        return model.clone()
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def _save_intermediate(model: Any, backend: str, directory: str) -> str:
+    """The fully quantized model, as NNCF saves it before reverting anything."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    if backend == "onnx":
+        from nncompress.onnx import save_model
+
+        return str(save_model(model, folder / "intermediate_model.onnx"))
+    if backend == "openvino":
+        import openvino as ov
+
+        path = folder / "intermediate_model.xml"
+        ov.save_model(model, str(path), compress_to_fp16=False)
+        return str(path)
+    import torch
+
+    path = folder / "intermediate_model.pt"
+    torch.save(model.state_dict(), path)
+    return str(path)
 
 
 def _ranking_indices(dataset: Dataset, ranking_subset_size: int | None) -> list[int] | None:
@@ -306,6 +435,7 @@ def _prefilter(candidates: list[str], gain: Any) -> list[str]:
 __all__ = [
     "AccuracyControlReport",
     "AdvancedAccuracyRestorerParameters",
+    "RestoreMode",
     "calculate_drop",
     "last_accuracy_control_report",
     "quantize_with_accuracy_control",

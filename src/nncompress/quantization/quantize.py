@@ -8,6 +8,7 @@ does only the framework work; the model returned is of the same type as the one 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -125,6 +126,39 @@ def quantize(
     >>> qmodel = nncompress.quantize(model, nncompress.Dataset(loader, lambda b: b[0]))  # doctest: +SKIP
     """
     _check_arguments(calibration_dataset, subset_size, mode)
+    settings = dict(
+        preset=preset,
+        target_device=target_device,
+        subset_size=subset_size,
+        fast_bias_correction=fast_bias_correction,
+        model_type=model_type,
+        ignored_scope=ignored_scope,
+        advanced_parameters=advanced_parameters,
+    )
+    with_bodies = getattr(get_adapter(detect_backend(model)), "quantize_with_bodies", None)
+    if with_bodies is not None:  # ops with subgraphs (ONNX If): the backend quantizes each body too
+        # an ignored-scope entry names a node of one graph only: the others must not reject it
+        part = dict(settings, ignored_scope=_unvalidated(ignored_scope))
+
+        def quantize_graph(m: Any, d: Dataset, one_of_many: bool = False) -> Any:
+            return _quantize_graph(m, d, **(part if one_of_many else settings))
+
+        return with_bodies(model, calibration_dataset, quantize_graph, subset_size)
+    return _quantize_graph(model, calibration_dataset, **settings)
+
+
+def _quantize_graph(
+    model: Any,
+    calibration_dataset: Dataset,
+    preset: QuantizationPreset | None,
+    target_device: TargetDevice,
+    subset_size: int,
+    fast_bias_correction: bool,
+    model_type: ModelType | None,
+    ignored_scope: IgnoredScope | None,
+    advanced_parameters: AdvancedQuantizationParameters | None,
+) -> Any:
+    """The pipeline on one graph (``quantize`` without the arguments check and subgraphs)."""
     advanced = advanced_parameters or AdvancedQuantizationParameters()
     target_device = TargetDevice(target_device)
     adapter = get_adapter(detect_backend(model))
@@ -169,6 +203,10 @@ def quantize(
         progress.close()
     _remember(quantized, placement)
     return quantized
+
+
+def _unvalidated(scope: IgnoredScope | None) -> IgnoredScope | None:
+    return dataclasses.replace(scope, validate=False) if scope is not None else None
 
 
 def _warn_unsupported(graph) -> None:
