@@ -8,8 +8,12 @@ with the path of each mistake. Step 2 runs post-training quantization of a CNN t
 scikit-learn's digits and of EfficientNet-Lite0 with real ImageNet weights, exports both to
 OpenVINO IR and measures accuracy, size and latency of FP32 against INT8. Step 3 runs
 quantization-aware training (NNCF 2.x's ``create_compressed_model``) where PTQ lost more accuracy
-than a threshold. Step 4 prunes filters of a ResNet-style CNN (channels really removed), then
-quantizes it, and compares size and latency. Everything it writes goes to ``runs/demo/``.
+than a threshold: low-bit DigitsCNN, and EfficientNet-Lite0 with knowledge distillation. Step 4
+prunes filters of a ResNet-style CNN while it learns INT8 quantizers (one config), exports a
+pruned INT8 IR with the channels really removed, and compares accuracy, size and latency with
+FP32 and PTQ INT8. Step 5 lets accuracy-aware training find the highest pruning level within
+1% accuracy. Step 6 writes summary, latency and quantizer-range JSON files and an HTML report
+with PNG plots. Everything it writes goes to ``runs/demo/``.
 """
 
 from __future__ import annotations
@@ -136,7 +140,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
 
 
-def step_2_post_training_quantization() -> list[dict[str, Any]]:
+def step_2_post_training_quantization() -> dict[str, Any]:
     """PTQ of two models with ``nncompress.quantize``; FP32 vs INT8 in OpenVINO on this CPU."""
     import openvino as ov
     import torch
@@ -181,7 +185,7 @@ def step_2_post_training_quantization() -> list[dict[str, Any]]:
     # EfficientNet-Lite0 with real ImageNet weights: agreement with FP32 on sample-photo crops
     effnet = load_efficientnet_lite0(pretrained=True).eval()
     calibration = imagenet_sample_crops(64, seed=0)
-    held_out = imagenet_sample_crops(32, seed=1)
+    held_out = imagenet_sample_crops(64, seed=1)
     t0 = time.perf_counter()
     q_effnet = nncompress.quantize(effnet, nncompress.Dataset(list(calibration.split(1))), subset_size=64)
     print(f"EfficientNet-Lite0 quantized in {time.perf_counter() - t0:.1f} s")
@@ -205,20 +209,33 @@ def step_2_post_training_quantization() -> list[dict[str, Any]]:
                 "INT8 layers": f"{int8.int8}/{int8.total}",
             }
         )
+    latency = []
     for r in rows:  # one latency column for the table
         r["latency ms"] = r.pop("latency ms (b=64)", None) or r.pop("latency ms (b=1)")
         r["INT8 layers"] = r.pop("INT8 layers")
+        latency.append(
+            {
+                "name": f"{r['model']} {r['precision']}",
+                "median_ms": float(r["latency ms"]),
+                "precision": r["precision"],
+            }
+        )
     print()
     print_table(rows)
     print(
         "\nDigits: accuracy on the 450 test images; latency at batch 64. EfficientNet-Lite0 (*): top-1 "
-        "agreement with FP32 torch on 32 held-out crops; latency at batch 1.\n"
+        "agreement with FP32 torch on 64 held-out crops; latency at batch 1.\n"
         f"FP32 runs with the f32 precision hint (OpenVINO would use bf16 here). IRs are in {RUN_DIR}."
     )
-    return rows
+    effnet_agreement = float(
+        next(r for r in rows if r["precision"] == "INT8" and r["model"] != "DigitsCNN")["torch acc"][:-1]
+    )
+    return {"rows": rows, "latency": latency, "effnet_ptq_agreement": effnet_agreement}
 
 
-def step_3_quantization_aware_training(max_drop: float = 0.005) -> list[dict[str, Any]]:
+def step_3_quantization_aware_training(
+    effnet_ptq_agreement: float, max_drop: float = 0.005
+) -> dict[str, Any]:
     """PTQ first; quantization-aware training only where PTQ lost more than ``max_drop``.
 
     8-bit DigitsCNN loses nothing, so QAT is skipped. With 4- and 3-bit weights and 4-bit
@@ -303,18 +320,114 @@ def step_3_quantization_aware_training(max_drop: float = 0.005) -> list[dict[str
     print(
         "Accuracy on the 450 digits test images; TRIAL allows bit widths below 8 (runs as fake quantization)."
     )
-    return rows
+    rows.append(effnet_qat_with_distillation(effnet_ptq_agreement, max_drop))
+    return {"rows": rows}
 
 
-def step_4_filter_pruning(width: int = 64, batch: int = 256) -> list[dict[str, Any]]:
-    """Filter pruning that removes channels, fine-tuned in the user's loop, then INT8 PTQ.
+def effnet_qat_with_distillation(ptq_agreement: float, max_drop: float, steps: int = 8) -> dict[str, Any]:
+    """EfficientNet-Lite0 lost top-1 agreement in PTQ: QAT with knowledge distillation wins it back.
 
-    A ResNet-style digits CNN (``width`` channels in the first stage) is pruned to half its
-    filters with NNCF 2.x's ``filter_pruning`` config; ``ctrl.strip()`` returns a physically
-    smaller model, which is then quantized. Latency is measured in OpenVINO at ``batch``.
+    There are no ImageNet labels here, so the training signal is the distillation loss alone
+    (``knowledge_distillation``, type ``softmax``): the float model is the teacher. BatchNorm
+    statistics stay frozen (few images); ``steps`` Adam steps of 16 crops.
+    """
+    import torch
+    from torch import nn
+    from tqdm import tqdm
+
+    import nncompress
+    from nncompress.torch import create_compressed_model, register_default_init_args
+
+    sys.path.insert(0, str(REPO / "examples"))
+    from data import imagenet_sample_crops
+    from models import load_efficientnet_lite0
+
+    row = {"bits W/A": "8/8 EfficientNet-Lite0", "FP32 acc": "1.000*", "PTQ acc": f"{ptq_agreement:.3f}*"}
+    if 1.0 - ptq_agreement <= max_drop:
+        row.update({"QAT acc": "-", "decision": "keep PTQ"})
+        return row
+    effnet = load_efficientnet_lite0(pretrained=True).eval()
+    train_crops = imagenet_sample_crops(16 * steps, seed=2)
+    held_out = imagenet_sample_crops(64, seed=1)  # the held-out crops of step 2
+    with torch.no_grad():
+        reference = effnet(held_out).argmax(1)
+    batches = [(x, torch.zeros(len(x), dtype=torch.long)) for x in train_crops.split(16)]
+    config = nncompress.NNCFConfig.from_dict(
+        {
+            "input_info": {"sample_size": [1, 3, 224, 224]},
+            "compression": [
+                {
+                    "algorithm": "quantization",
+                    "initializer": {
+                        "range": {"num_init_samples": 64},
+                        "batchnorm_adaptation": {"num_bn_adaptation_samples": 0},
+                    },
+                },
+                {"algorithm": "knowledge_distillation", "type": "softmax", "temperature": 2.0},
+            ],
+        }
+    )
+    register_default_init_args(config, batches)
+    ctrl, student = create_compressed_model(copy.deepcopy(effnet), config, dump_graphs=False)
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-5)
+    t0 = time.perf_counter()
+    student.train()
+    for module in student.modules():  # keep BatchNorm statistics: 128 crops are too few to re-estimate
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+    for x, _ in tqdm(batches, desc="EfficientNet QAT + distillation", leave=False):
+        optimizer.zero_grad()
+        student(x)  # also runs the frozen teacher on x
+        loss = ctrl.loss()  # distillation: the student's outputs against the teacher's
+        loss.backward()
+        optimizer.step()
+    student.eval()
+    with torch.no_grad():
+        agreement = float((student(held_out).argmax(1) == reference).float().mean())
+    seconds = time.perf_counter() - t0
+    row.update(
+        {
+            "QAT acc": f"{agreement:.3f}*",
+            "decision": f"drop {100 * (1 - ptq_agreement):.1f}% > {100 * max_drop:.1f}%: QAT + distillation, "
+            f"{steps} steps ({seconds:.1f} s)",
+        }
+    )
+    print_table([row])
+    print("EfficientNet-Lite0 (*): top-1 agreement with FP32 on 64 held-out crops of the sample photos.")
+    return row
+
+
+def train_epochs(model, ctrl, loader, epochs: int, lr: float, label: str) -> float:
+    """The user's own training loop: NNCF 2.x adds only ``ctrl.loss()`` and the scheduler calls.
+
+    Returns the seconds it took; a progress bar shows the batches.
     """
     import torch
     import torch.nn.functional as F
+    from tqdm import tqdm
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        ctrl.scheduler.epoch_step()
+        model.train()
+        for x, y in tqdm(loader, desc=f"{label} epoch {epoch + 1}/{epochs}", leave=False):
+            ctrl.scheduler.step()
+            optimizer.zero_grad()
+            (F.cross_entropy(model(x), y) + ctrl.loss()).backward()
+            optimizer.step()
+    return time.perf_counter() - t0
+
+
+def step_4_filter_pruning(width: int = 64, batch: int = 256) -> dict[str, Any]:
+    """Filter pruning and quantization-aware training in one config, exported as a pruned INT8 IR.
+
+    A ResNet-style digits CNN (``width`` channels in the first stage) is pruned to half its
+    filters (NNCF 2.x's ``filter_pruning``) while it learns INT8 quantizers (``quantization``),
+    in the user's own loop. ``ctrl.export_model`` writes an IR with the channels really removed
+    and FakeQuantize ops. FP32, INT8 (PTQ) and pruned INT8 are compared in OpenVINO at ``batch``.
+    """
+    import torch
 
     import nncompress
     from nncompress.torch import create_compressed_model, register_default_init_args
@@ -324,78 +437,191 @@ def step_4_filter_pruning(width: int = 64, batch: int = 256) -> list[dict[str, A
     from data import digits_loaders, evaluate, train_digits_model
     from models import DigitsResNet
 
-    heading("Step 4: filter pruning (channels really removed), then INT8")
+    heading("Step 4: filter pruning + quantization-aware training, channels really removed")
     torch.manual_seed(0)
     train, test = digits_loaders(batch_size=64)
     dense = train_digits_model(DigitsResNet(width=width), epochs=5, train_loader=train)
     config = nncompress.NNCFConfig.from_dict(
         {
             "input_info": {"sample_size": [1, 1, 8, 8]},
-            "compression": {
-                "algorithm": "filter_pruning",
-                "pruning_init": 0.25,
-                "params": {
-                    "schedule": "exponential",
-                    "pruning_target": 0.5,
-                    "pruning_steps": 2,
-                    "prune_downsample_convs": True,
+            "compression": [
+                {
+                    "algorithm": "filter_pruning",
+                    "pruning_init": 0.25,
+                    "params": {
+                        "schedule": "exponential",
+                        "pruning_target": 0.5,
+                        "pruning_steps": 2,
+                        "prune_downsample_convs": True,
+                    },
+                    "initializer": {"batchnorm_adaptation": {"num_bn_adaptation_samples": 256}},
                 },
-                "initializer": {"batchnorm_adaptation": {"num_bn_adaptation_samples": 256}},
-            },
+                {"algorithm": "quantization", "initializer": {"range": {"num_init_samples": 256}}},
+            ],
         }
     )
     register_default_init_args(config, train)
-    ctrl, pruned = create_compressed_model(copy.deepcopy(dense), config, dump_graphs=False)
-    print(ctrl.describe_groups())
-    optimizer = torch.optim.Adam(pruned.parameters(), lr=1e-3)
-    for _epoch in range(3):
-        ctrl.scheduler.epoch_step()
-        pruned.train()
-        for x, y in train:
-            ctrl.scheduler.step()
-            optimizer.zero_grad()
-            (F.cross_entropy(pruned(x), y) + ctrl.loss()).backward()
-            optimizer.step()
-    stripped = ctrl.strip()
-    calibration = nncompress.Dataset(train, lambda b: b[0])
-    dense_int8 = nncompress.quantize(dense, calibration, subset_size=300)
-    pruned_int8 = nncompress.quantize(stripped, calibration, subset_size=300)
+    ctrl, compressed = create_compressed_model(copy.deepcopy(dense), config, dump_graphs=False)
+    print(next(c for c in ctrl.child_ctrls if hasattr(c, "describe_groups")).describe_groups())
+    seconds = train_epochs(compressed, ctrl, train, epochs=3, lr=1e-3, label="prune+QAT")
+    print(f"Pruning + QAT: 3 epochs in {seconds:.1f} s")
+    print(ctrl.statistics().filter_pruning.to_str())
+    pruned_int8_xml = ctrl.export_model(RUN_DIR / "resnet_pruned_int8.xml")
+    compressed_acc = evaluate(compressed, test)
+
+    dense_int8 = nncompress.quantize(dense, nncompress.Dataset(train, lambda b: b[0]), subset_size=300)
     x_test = torch.cat([x for x, _ in test])
+    y_test = torch.cat([y for _, y in test]).numpy()
     example = (
         x_test[:batch] if len(x_test) >= batch else x_test.repeat(batch // len(x_test) + 1, 1, 1, 1)[:batch]
     )
-    rows = []
+    from nncompress.torch.export import run_openvino
+
+    rows, latency = [], []
     fp32_latency = None
     for label, model, f32 in (
         ("dense FP32", dense, True),
-        ("dense INT8", dense_int8, False),
-        ("pruned FP32", stripped, True),
-        ("pruned INT8", pruned_int8, False),
+        ("dense INT8 (PTQ)", dense_int8, False),
+        ("pruned INT8 (QAT)", None, False),
     ):
-        xml = export(model, RUN_DIR / f"resnet_{label.replace(' ', '_').lower()}.xml", x_test[:1])
+        if model is None:
+            xml, params, acc = pruned_int8_xml, ctrl.strip(do_copy=True), compressed_acc
+            params = sum(p.numel() for p in params.parameters())
+        else:
+            xml = export(
+                model, RUN_DIR / f"resnet_{label.split()[0]}_{label.split()[1].lower()}.xml", x_test[:1]
+            )
+            params = sum(p.numel() for n, p in model.named_parameters() if "_nncf" not in n)
+            acc = evaluate(model, test)
+        ir_acc = float(np.mean(run_openvino(xml, [x_test.numpy()], f32=f32)[0].argmax(1) == y_test))
         ms = latency_ms(xml, example.numpy(), f32=f32)
         fp32_latency = fp32_latency or ms
+        latency.append(
+            {
+                "name": f"ResNet {label}",
+                "median_ms": ms,
+                "precision": "FP32" if f32 else "INT8",
+                "group": "ResNet",
+            }
+        )
         rows.append(
             {
                 "model": label,
-                "acc": f"{evaluate(model, test):.3f}",
-                "params": sum(p.numel() for n, p in model.named_parameters() if "_nncf" not in n),
+                "torch acc": f"{acc:.3f}",
+                "IR acc": f"{ir_acc:.3f}",
+                "params": params,
                 "IR KiB": f"{ir_size_kib(xml):.0f}",
                 f"latency ms (b={batch})": f"{ms:.2f}",
                 "speed-up": f"{fp32_latency / ms:.2f}x",
             }
         )
-    print(ctrl.statistics().to_str())
     print_table(rows)
     print("Digits test accuracy (450 images); FP32 with the f32 hint, INT8 with OpenVINO's defaults.")
-    return rows
+    return {"rows": rows, "latency": latency, "quantized": compressed}
+
+
+def step_5_accuracy_aware_pruning(width: int = 32, max_drop: float = 0.01) -> dict[str, Any]:
+    """Accuracy-aware training: the highest pruning level within ``max_drop`` of the dense model.
+
+    NNCF 2.x's ``adaptive_compression_level`` mode trains, validates, and moves the pruning level
+    up or down (a bisection) until the step gets small; it returns the best model it kept and
+    writes per-epoch statistics, checkpoints and a plot into ``log_dir``.
+    """
+    import torch
+
+    import nncompress
+    from nncompress.common.accuracy_aware_training import create_accuracy_aware_training_loop
+    from nncompress.torch import create_compressed_model, register_default_init_args
+
+    sys.path.insert(0, str(REPO / "examples"))
+    from data import digits_loaders, evaluate, train_digits_model
+    from models import DigitsResNet
+
+    heading("Step 5: accuracy-aware training finds the pruning level")
+    torch.manual_seed(0)
+    train, test = digits_loaders(batch_size=64)
+    dense = train_digits_model(DigitsResNet(width=width), epochs=5, train_loader=train)
+    dense_acc = evaluate(dense, test)
+    config = nncompress.NNCFConfig.from_dict(
+        {
+            "input_info": {"sample_size": [1, 1, 8, 8]},
+            "log_dir": str(RUN_DIR / "accuracy_aware"),
+            "compression": {
+                "algorithm": "filter_pruning",
+                "pruning_init": 0.3,
+                "params": {"schedule": "baseline", "pruning_target": 0.3, "prune_downsample_convs": True},
+                "initializer": {"batchnorm_adaptation": {"num_bn_adaptation_samples": 256}},
+            },
+            "accuracy_aware_training": {
+                "mode": "adaptive_compression_level",
+                "params": {
+                    "maximal_absolute_accuracy_degradation": max_drop,
+                    "initial_training_phase_epochs": 1,
+                    "patience_epochs": 1,
+                    "minimal_compression_rate_step": 0.05,
+                    "maximal_total_epochs": 10,
+                },
+            },
+        }
+    )
+    register_default_init_args(config, train)
+    ctrl, model = create_compressed_model(copy.deepcopy(dense), config, dump_graphs=False)
+    import torch.nn.functional as F
+
+    def train_epoch_fn(compression_ctrl, model, epoch, optimizer, lr_scheduler):
+        model.train()
+        for x, y in train:
+            compression_ctrl.scheduler.step()
+            optimizer.zero_grad()
+            (F.cross_entropy(model(x), y) + compression_ctrl.loss()).backward()
+            optimizer.step()
+
+    def configure_optimizers_fn():
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.9)
+
+    t0 = time.perf_counter()
+    loop = create_accuracy_aware_training_loop(config, ctrl, dense_acc)
+    model = loop.run(model, train_epoch_fn, lambda m, epoch: evaluate(m, test), configure_optimizers_fn)
+    print(loop.statistics.to_str())
+    print(f"Accuracy-aware training: {time.perf_counter() - t0:.1f} s; log in {loop.runner.log_dir}")
+    return {"statistics": loop.statistics, "log_dir": loop.runner.log_dir}
+
+
+def step_6_report(results: dict[str, Any]) -> Path:
+    """Summary, latency and quantizer ranges as JSON, and one HTML report with PNG plots."""
+    import json
+
+    from nncompress.report import write_report
+    from nncompress.torch.report import quantizer_ranges
+
+    heading("Step 6: report")
+    latency = results["ptq"]["latency"] + results["pruning"]["latency"]
+    (RUN_DIR / "latency.json").write_text(json.dumps({"unit": "ms", "device": "CPU", "models": latency}))
+    ranges = quantizer_ranges(results["pruning"]["quantized"], "ResNet pruned INT8 (QAT)")
+    (RUN_DIR / "quantizer_ranges.json").write_text(json.dumps(ranges))
+    summary: dict[str, Any] = {"title": "nncompress demo: PTQ, QAT, pruning + QAT, accuracy-aware training"}
+    for step in ("ptq", "qat", "pruning"):
+        for row in results[step]["rows"]:
+            summary[
+                f"{step}: {row.get('model') or row.get('bits W/A')} {row.get('precision', '')}".strip()
+            ] = ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("model", "precision"))
+    (RUN_DIR / "summary.json").write_text(json.dumps(summary, indent=1))
+    report = write_report(RUN_DIR)
+    print(f"Report: {report} (open it in a browser; plots are embedded)")
+    return report
 
 
 def main() -> None:
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {}
     step_1_config()
-    step_2_post_training_quantization()
-    step_3_quantization_aware_training()
-    step_4_filter_pruning()
+    results["ptq"] = step_2_post_training_quantization()
+    results["qat"] = step_3_quantization_aware_training(results["ptq"]["effnet_ptq_agreement"])
+    results["pruning"] = step_4_filter_pruning()
+    results["accuracy_aware"] = step_5_accuracy_aware_pruning()
+    step_6_report(results)
+    print(f"\nDemo finished in {time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":
