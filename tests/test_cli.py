@@ -53,7 +53,8 @@ def test_validate_several_files_reports_each_and_fails_if_any_invalid(
     files: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     args = [str(files["good"]), str(files["broken"]), str(tmp_path / "missing.json")]
-    assert cli.main(["config", "validate", *args]) == 1
+    # a file that cannot be read is an input error (2), which outranks an invalid one (1)
+    assert cli.main(["config", "validate", *args]) == 2
     out = capsys.readouterr().out
     assert f"OK  {files['good']}" in out
     assert f"FAIL  {files['broken']}: 1 problem" in out and "line 2, column 3" in out

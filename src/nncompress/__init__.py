@@ -27,6 +27,8 @@ _LAZY = {
     "QuantizationMode": "nncompress.parameters",
     "strip": "nncompress.quantization.quantize",
     "quantize_with_accuracy_control": "nncompress.quantization.accuracy_control",
+    # progress bars (one switch for all of them)
+    "set_progress": "nncompress.progress",
 }
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "__version__",
     "quantize",
     "quantize_with_accuracy_control",
+    "set_progress",
     "strip",
 ]
 
@@ -52,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover - names for type checkers and IDEs
     from nncompress.config.nncf_config import NNCFConfig
     from nncompress.data import Dataset
     from nncompress.parameters import DropType, ModelType, QuantizationMode, QuantizationPreset, TargetDevice
+    from nncompress.progress import set_progress
     from nncompress.quantization.accuracy_control import quantize_with_accuracy_control
     from nncompress.quantization.quantize import quantize, strip
     from nncompress.scopes import IgnoredScope

@@ -13,6 +13,17 @@ from collections.abc import Callable
 from nncompress.errors import NNCompressError
 
 
+def add_quiet_option(
+    parser: argparse.ArgumentParser, help: str = "no progress bars; print only results"
+) -> None:
+    """``--quiet`` after a command name; it shares ``args.quiet`` with ``nncompress --quiet``.
+
+    The default is left out (``SUPPRESS``) so a sub-command does not reset a ``--quiet`` given
+    before it: the main parser's ``False`` is the only default.
+    """
+    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=help)
+
+
 class UsageError(NNCompressError, ValueError):
     """A bad argument or input file: the command exits with code 2 and this message."""
 

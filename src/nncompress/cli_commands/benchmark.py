@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from nncompress.cli_commands import UsageError, usage_errors
+from nncompress.cli_commands import UsageError, add_quiet_option, usage_errors
 from nncompress.cli_commands.quantize import _check_model_path
 
 WARMUP_ITERATIONS = 3
@@ -156,7 +156,8 @@ def benchmark_command(args: argparse.Namespace) -> int:
         _check_model_path(p)
     results = []
     for p in paths:
-        print(f"Measuring {p} ...", file=sys.stderr)
+        if not args.quiet:
+            print(f"Measuring {p} ...", file=sys.stderr)
         results.append(_measure(p, args))
     precision = "f32" if args.f32 else "default (bf16 where the CPU has it)"
     print(f"OpenVINO CPU, batch {args.batch}, {args.seconds:g} s per model, float precision {precision}")
@@ -193,4 +194,5 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run float layers in f32 (INFERENCE_PRECISION_HINT=f32) instead of the CPU's default",
     )
+    add_quiet_option(p, "print only the table and warnings")
     p.set_defaults(handler=benchmark_command)

@@ -2,12 +2,15 @@
 
 nncompress quantize model.onnx --data calib.npy -o model_int8.onnx
 nncompress quantize model.xml --data calib_dir/ --preset mixed -o model_int8.xml
+nncompress quantize model.onnx --data images/ --resize crop --mean 0.485,0.456,0.406 \
+    --std 0.229,0.224,0.225 -o model_int8.onnx
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,12 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from nncompress.cli_commands import UsageError, usage_errors
+from nncompress.cli_commands import UsageError, add_quiet_option, usage_errors
+from nncompress.cli_commands.images import (
+    ImagePreprocessing,
+    add_image_options,
+    image_files,
+    load_image_folder,
+    spec_from_args,
+)
 
 MODEL_SUFFIXES = (".onnx", ".xml")
 DATA_HELP = (
     "calibration data: a .npy array (samples along axis 0), a .npz archive (one such array per "
-    "model input, keyed by input name) or a directory of .npy/.npz files (one sample each)"
+    "model input, keyed by input name), a directory of .npy/.npz files (one sample each) or a "
+    "directory of images (searched recursively; see the image options)"
 )
 
 
@@ -188,7 +199,7 @@ def load_calibration_data(path: Path, inputs: list[ModelInput]) -> tuple[int, li
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".npy", ".npz"))
         if not files:
-            raise UsageError(f"{path}: the directory holds no .npy or .npz files")
+            raise UsageError(f"{path}: the directory holds no .npy, .npz or image files")
         items = []
         for f in files:
             if f.suffix.lower() == ".npy":
@@ -220,6 +231,31 @@ def load_calibration_data(path: Path, inputs: list[ModelInput]) -> tuple[int, li
         n, items = _from_arrays(arrays, inputs, str(path))
         return n, list(items())
     raise UsageError(f"{path}: unknown data file type '{path.suffix}'; expected .npy, .npz or a directory")
+
+
+def calibration_items(
+    path: Path, inputs: list[ModelInput], spec: ImagePreprocessing | None, limit: int
+) -> tuple[int, list[Any]]:
+    """Number of samples and the calibration items of ``--data``: arrays, or a folder of images
+    (then at most ``limit`` of them are decoded)."""
+    images = image_files(path) if path.is_dir() else []
+    if not images:
+        if spec is not None:
+            raise UsageError(
+                f"{path}: the image options (--preprocess, --image-size, --mean, ...) need --data to be a "
+                "folder of images"
+            )
+        return load_calibration_data(path, inputs)
+    if any(p.suffix.lower() in (".npy", ".npz") for p in path.iterdir()):
+        raise UsageError(f"{path}: the directory holds both arrays (.npy/.npz) and images; keep one kind")
+    if len(inputs) != 1:
+        raise UsageError(
+            f"{path}: images feed a model with one input; this one has {len(inputs)} "
+            f"{[i.name for i in inputs]}: give a .npz per sample instead"
+        )
+    return load_image_folder(
+        path, images, inputs[0].name, inputs[0].shape, spec or ImagePreprocessing(), limit
+    )
 
 
 # ------------------------------------------------------------------------------ command
@@ -265,8 +301,15 @@ def quantize_command(args: argparse.Namespace) -> int:
     if args.subset_size < 1:
         raise UsageError(f"--subset-size must be positive, got {args.subset_size}")
 
+    for entry in args.ignored_scope or ():
+        if entry.startswith("{re}"):
+            try:
+                re.compile(entry[4:])
+            except re.error as e:
+                raise UsageError(f"--ignored-scope '{entry}': not a valid regular expression: {e}") from None
+    spec = spec_from_args(args)
     model = _load_model(model_path, kind)
-    n, items = load_calibration_data(Path(args.data), _model_inputs(model, kind))
+    n, items = calibration_items(Path(args.data), _model_inputs(model, kind), spec, args.subset_size)
 
     import nncompress
     from nncompress.quantization.advanced_parameters import AdvancedQuantizationParameters
@@ -299,7 +342,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "quantize",
         help="post-training INT8 quantization of an ONNX or OpenVINO model file",
         description="Quantize MODEL (.onnx or OpenVINO .xml) to INT8 with calibration data from "
-        "NumPy files and save the result (.onnx, or .xml).",
+        "NumPy files or a folder of images and save the result (.onnx, or .xml).",
     )
     p.add_argument("model", metavar="MODEL", help="model file: .onnx or OpenVINO .xml")
     p.add_argument("--data", required=True, metavar="PATH", help=DATA_HELP)
@@ -327,6 +370,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help="node names to leave in float; a '{re}' prefix makes a regular expression",
     )
-    p.add_argument("--model-type", choices=["transformer"], help="use the transformer placement rules")
-    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    p.add_argument(
+        "--model-type",
+        choices=["transformer"],
+        help="transformer: SmoothQuant, the transformer placement rules and the mixed preset by default",
+    )
+    add_quiet_option(p, "no progress bars; print nothing on success")
+    add_image_options(p)
     p.set_defaults(handler=quantize_command)

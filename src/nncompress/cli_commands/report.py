@@ -11,9 +11,10 @@ a folder with nothing to report or a file not in its format.
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 
-from nncompress.cli_commands import UsageError, usage_errors
+from nncompress.cli_commands import UsageError, add_quiet_option, usage_errors
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -27,7 +28,7 @@ def report_command(args: argparse.Namespace) -> int:
     except ReportInputError as e:
         raise UsageError(str(e)) from e
     for w in caught:
-        print(f"nncompress: warning: {w.message}")
+        print(f"nncompress: warning: {w.message}", file=sys.stderr)
     if not args.quiet:
         contents = collect(args.log_dir, skip=out)
         found = [
@@ -59,5 +60,5 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="the HTML file to write (default LOG_DIR/report.html)",
     )
-    p.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    add_quiet_option(p, "print only warnings and errors")
     p.set_defaults(handler=usage_errors(report_command))

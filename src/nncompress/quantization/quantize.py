@@ -19,6 +19,7 @@ from nncompress.errors import DatasetError, NNCompressWarning, QuantizationError
 from nncompress.graph import op_kinds
 from nncompress.hardware.rules import load_rules
 from nncompress.parameters import ModelType, QuantizationMode, QuantizationPreset, TargetDevice
+from nncompress.progress import StageProgress
 from nncompress.quantization.advanced_parameters import AdvancedQuantizationParameters
 from nncompress.quantization.algorithms import (
     BiasCorrection,
@@ -31,31 +32,9 @@ from nncompress.quantization.range_estimators import get_range_estimator
 from nncompress.quantization.spec import Placement
 from nncompress.scopes import IgnoredScope
 
-
-class _Progress:
-    """A tqdm bar per algorithm stage, fed by the core's ``progress(stage, done, total)`` calls."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self._bar = None
-        self._stage: str | None = None
-
-    def __call__(self, stage: str, done: int, total: int | None) -> None:
-        if not self.enabled:
-            return
-        if stage != self._stage:
-            self.close()
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, desc=stage, leave=False, dynamic_ncols=True)
-            self._stage = stage
-        self._bar.n = done
-        self._bar.refresh()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        self._bar, self._stage = None, None
+# A tqdm bar per algorithm stage, fed by the core's ``progress(stage, done, total)`` calls; it
+# honours nncompress.set_progress / NNCOMPRESS_NO_PROGRESS as well as ``show_progress``.
+_Progress = StageProgress
 
 
 def _first_item(dataset: Any) -> Any:
@@ -183,14 +162,20 @@ def _quantize_graph(
             model_type=model_type,
             progress=progress,
         )
-        params = min_max.apply(model, graph, adapter, calibration_dataset, placement)
-        quantized = adapter.apply(model, placement, params)
+        correction: Callable | None = None
+        companions = []
         if not advanced.disable_bias_correction:
-            correction: Callable = (
+            correction = (
                 FastBiasCorrection(subset_size=min(subset_size, 100), progress=progress)
                 if fast_bias_correction
                 else BiasCorrection(subset_size=min(subset_size, 100), progress=progress)
             )
+            if isinstance(correction, FastBiasCorrection):  # its float statistics: MinMax's pass
+                fp = correction.float_statistics(model, graph, adapter, calibration_dataset, placement)
+                companions = [fp] if fp is not None else []
+        params = min_max.apply(model, graph, adapter, calibration_dataset, placement, companions)
+        quantized = adapter.apply(model, placement, params)
+        if correction is not None:
             quantized = correction.apply(
                 model,
                 graph,

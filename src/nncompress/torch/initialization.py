@@ -45,6 +45,7 @@ from torch import nn
 from nncompress.config.extra_structs import NNCFExtraConfigStruct
 from nncompress.errors import DatasetError
 from nncompress.graph import Graph
+from nncompress.progress import StageProgress, progress
 from nncompress.quantization.algorithms.min_max import MinMaxQuantization
 from nncompress.quantization.range_estimators import RangeEstimator, get_range_estimator
 from nncompress.quantization.spec import Placement, QuantizationPoint, TargetPoint, TargetType
@@ -561,6 +562,15 @@ class _EffectiveWeights(Adapter):
         return weight.detach().float().cpu().numpy()
 
 
+def _renamed(bar: StageProgress, stage: str) -> Callable[[str, int, int | None], None]:
+    """``bar`` fed under one stage name, whatever the algorithm calls its stage."""
+
+    def report(_stage: str, done: int, total: int | None) -> None:
+        bar(stage, done, total)
+
+    return report
+
+
 @contextlib.contextmanager
 def quantizers_disabled(model: nn.Module) -> Iterator[None]:
     """Every fake quantizer of ``model`` passes values through inside the block."""
@@ -599,7 +609,8 @@ def compute_ranges(
     adapter.graph = graph
     result = RangeInitResult()
     ops: dict[TargetPoint, tuple[str, str]] = {}
-    with quantizers_disabled(model):
+    bar = StageProgress(enabled=is_main_process())  # one bar, not one per DDP rank
+    with quantizers_disabled(model), bar:
         for cfg, members in groups.items():
             estimator = cfg.estimator()
             activations = [p for p in members if not p.is_weight]
@@ -626,6 +637,7 @@ def compute_ranges(
                 subset_size=max(cfg.num_init_samples, 1),
                 weights_range_estimator=estimator,
                 activations_range_estimator=estimator,
+                progress=_renamed(bar, f"Range initialization ({cfg.init_type})"),
             )
             calibrated = min_max.calibrate(model, graph, adapter, inputs, Placement(points=list(selected)))
             result.num_batches += calibrated.num_samples
@@ -667,7 +679,8 @@ def run_bn_adaptation(model: nn.Module, init_args: BNAdaptationInitArgs, num_sam
             m.momentum = None
             m.train()
         with torch.no_grad():
-            for item in itertools.islice(inputs.get_inference_data(), batches):
+            items = itertools.islice(inputs.get_inference_data(), batches)
+            for item in progress(items, "BatchNorm adaptation", total=batches, enabled=is_main_process()):
                 call_model(model, item)
                 done += 1
     finally:

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from nncompress.errors import PruningError
+from nncompress.progress import progress
 from nncompress.pruning.importance import layer_importance
 from nncompress.pruning.legr import EvolutionSearch, LeGRParams, RankingCoeffs
 from nncompress.pruning.selection import ChannelSelection
@@ -114,7 +115,7 @@ def learn_ranking_coeffs(
         max_pruning,
     )
     try:
-        for generation in range(legr.generations):
+        for generation in progress(range(legr.generations), "LeGR search (generations)"):
             t0 = time.perf_counter()
             coeffs = search.ask()
             model.load_state_dict(saved)
