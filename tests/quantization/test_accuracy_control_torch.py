@@ -166,3 +166,28 @@ def test_many_candidates_ranked_by_chunks_first(setup, monkeypatch):
     report = last_accuracy_control_report()
     assert len(report.ranking) == 2 and "fc2" in report.ranking[0][0]
     assert report.target_met and "fc2" in report.reverted_ops[0]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_ranking_and_revert_bars_follow_the_switch(setup, enabled, capsys, monkeypatch):
+    from nncompress.progress import ENV_VAR
+
+    model, calibration, validation = setup
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    nncompress.set_progress(enabled)
+    try:  # show_progress=True: the global switch decides
+        nncompress.quantize_with_accuracy_control(
+            model,
+            calibration,
+            validation,
+            accuracy,
+            max_drop=0.02,
+            subset_size=128,
+            advanced_quantization_parameters=AdvancedQuantizationParameters(show_progress=True),
+        )
+    finally:
+        nncompress.set_progress(True)
+    err = capsys.readouterr().err
+    assert ("Accuracy control: ranking" in err) is enabled
+    assert ("Accuracy control: reverting" in err) is enabled

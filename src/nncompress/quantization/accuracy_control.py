@@ -35,6 +35,7 @@ from nncompress.backends import detect_backend
 from nncompress.data import Dataset
 from nncompress.errors import DatasetError, NNCompressWarning, QuantizationError
 from nncompress.parameters import DropType, ModelType, QuantizationPreset, TargetDevice
+from nncompress.progress import StageProgress, progress
 from nncompress.quantization.advanced_parameters import AdvancedQuantizationParameters
 from nncompress.quantization.quantize import quantize
 from nncompress.quantization.spec import Placement
@@ -267,6 +268,7 @@ def quantize_with_accuracy_control(
         return quantized
 
     ranking_indices = _ranking_indices(validation_dataset, restorer.ranking_subset_size)
+    show = advanced_quantization_parameters is None or advanced_quantization_parameters.show_progress
 
     def rank(ops: list[str], kept: list[str], current: Any, current_metric: float) -> list[tuple[str, float]]:
         """``ops`` by the metric gain of reverting each on top of ``kept`` (best first)."""
@@ -277,7 +279,10 @@ def quantize_with_accuracy_control(
 
         if len(ops) > MAX_RANKED_CANDIDATES:
             ops = _prefilter(ops, gain)
-        ranked = sorted(((op, gain([op])) for op in ops), key=lambda item: -item[1])
+        ranked = sorted(
+            ((op, gain([op])) for op in progress(ops, "Accuracy control: ranking", enabled=show)),
+            key=lambda item: -item[1],
+        )
         report.rankings.append(ranked)
         logger.info("Accuracy control: ranking %s", ", ".join(f"{op}: {g:+.4g}" for op, g in ranked))
         return ranked
@@ -291,31 +296,37 @@ def quantize_with_accuracy_control(
     current, current_metric, kept = quantized, q_metric, []
     best_model, best_metric, best_ops = quantized, q_metric, []
     previous_drop, step_back = drop, True
-    while queue and report.iterations < restorer.max_num_iterations:
-        op = queue.pop(0)
-        report.iterations += 1
-        trial_ops = [*kept, op]
-        trial = quantize_ignoring(trial_ops)
-        metric = evaluate(trial)
-        drop = calculate_drop(fp32_metric, metric, drop_type)
-        logger.info("Accuracy control: reverted %s -> metric %.6g, drop %.6g", op, metric, drop)
-        if metric > best_metric or drop <= max_drop:
-            best_model, best_metric, best_ops = trial, metric, list(trial_ops)
-        if drop <= max_drop:
-            report.history.append((op, metric, True))
-            break
-        if drop <= previous_drop or step_back:
-            report.history.append((op, metric, True))
-            current, current_metric, kept = trial, metric, trial_ops
-            previous_drop, step_back = drop, False
-            continue
-        # worse than before: undo it, and rank the rest again on the model without it
-        report.history.append((op, metric, False))
-        previous_drop, step_back = drop, True
-        queue.append(op)
-        if report.iterations < restorer.max_num_iterations:
-            logger.info("Accuracy control: %s made the drop worse; re-ranking the remaining ops", op)
-            queue = [name for name, _ in rank(queue, kept, current, current_metric)]
+    with StageProgress(enabled=show) as bar:
+        while queue and report.iterations < restorer.max_num_iterations:
+            op = queue.pop(0)
+            report.iterations += 1
+            bar(
+                "Accuracy control: reverting",
+                report.iterations,
+                min(restorer.max_num_iterations, len(queue) + report.iterations),
+            )
+            trial_ops = [*kept, op]
+            trial = quantize_ignoring(trial_ops)
+            metric = evaluate(trial)
+            drop = calculate_drop(fp32_metric, metric, drop_type)
+            logger.info("Accuracy control: reverted %s -> metric %.6g, drop %.6g", op, metric, drop)
+            if metric > best_metric or drop <= max_drop:
+                best_model, best_metric, best_ops = trial, metric, list(trial_ops)
+            if drop <= max_drop:
+                report.history.append((op, metric, True))
+                break
+            if drop <= previous_drop or step_back:
+                report.history.append((op, metric, True))
+                current, current_metric, kept = trial, metric, trial_ops
+                previous_drop, step_back = drop, False
+                continue
+            # worse than before: undo it, and rank the rest again on the model without it
+            report.history.append((op, metric, False))
+            previous_drop, step_back = drop, True
+            queue.append(op)
+            if report.iterations < restorer.max_num_iterations:
+                logger.info("Accuracy control: %s made the drop worse; re-ranking the remaining ops", op)
+                queue = [name for name, _ in rank(queue, kept, current, current_metric)]
 
     report.final_metric = best_metric
     report.final_drop = calculate_drop(fp32_metric, best_metric, drop_type)
