@@ -224,6 +224,12 @@ def create_compressed_model(
     if not isinstance(config, NNCFConfig):
         config = NNCFConfig.from_dict(config)
     del wrap_outputs_fn  # outputs are found by tracing
+    if "bootstrapNAS" in config:
+        # NNCF trains such a config through its separate NAS API; building a plain model from it would
+        # silently ignore the whole search
+        raise ConfigError(
+            [("bootstrapNAS", "neural architecture search (bootstrapNAS) is not supported by nncompress")]
+        )
     sections = config.algorithm_sections()
     builders = [get_algorithm_builder(s["algorithm"])(config, s) for s in sections]
     builders.sort(key=lambda b: b.priority)  # stable: config order among equal priorities

@@ -48,6 +48,7 @@ logger = logging.getLogger("nncompress")
 
 BEST_CHECKPOINT = "acc_aware_checkpoint_best"
 LAST_CHECKPOINT = "acc_aware_checkpoint_last"
+EPOCHS_STAGE = "Accuracy-aware training (epochs)"
 
 
 def make_run_dir(log_dir: str | Path) -> Path:
@@ -130,6 +131,8 @@ class AccuracyAwareTrainingRunner:
         self._best_checkpoint: tuple[Path, float | None, float] | None = None
         self.log_dir: Path | None = None
         self.log_writer: AccuracyAwareLogWriter | None = None
+        # (stage, epochs done, epochs at most): set by the training loop to draw its epoch bar
+        self.progress: Callable[[str, int, int | None], None] | None = None
 
     # -- setup ------------------------------------------------------------------------------------
     @property
@@ -198,6 +201,7 @@ class AccuracyAwareTrainingRunner:
         """``ctrl.scheduler.epoch_step()``, then one epoch of the user's training."""
         compression_controller.scheduler.epoch_step()
         assert self._train_epoch_fn is not None
+        self._report_epochs()
         self.current_loss = self._train_epoch_fn(
             compression_controller,
             model,
@@ -207,6 +211,11 @@ class AccuracyAwareTrainingRunner:
         )
         self.training_epoch_count += 1
         self.cumulative_epoch_count += 1
+        self._report_epochs()
+
+    def _report_epochs(self) -> None:
+        if self.progress is not None:
+            self.progress(EPOCHS_STAGE, self.cumulative_epoch_count, self.params.maximal_total_epochs)
 
     def validate(self, model: Any) -> float:
         """The user's metric for ``model`` (higher is better); updates the best value."""
@@ -424,7 +433,9 @@ class AdaptiveCompressionLevelTrainingRunner(AccuracyAwareTrainingRunner):
     def compression_rate_target(self) -> float:
         """The level the loop is training at (the controller's until the search sets one)."""
         if self._compression_rate_target is None:
-            return float(self.adaptive_controller.compression_rate)  # type: ignore[attr-defined]
+            # rounded as the setter does: the initial phase's level (e.g. 1 - 0.7 from RB) and the
+            # same level set by the search must be one key, one checkpoint file
+            return round(float(self.adaptive_controller.compression_rate), 10)  # type: ignore[attr-defined]
         return self._compression_rate_target
 
     @compression_rate_target.setter

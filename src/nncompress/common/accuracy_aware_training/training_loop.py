@@ -47,6 +47,7 @@ from nncompress.common.accuracy_aware_training.statistics import TrainingLoopSta
 from nncompress.config.schema import ALGORITHM_NAMES
 from nncompress.config.semantic_checks import ADAPTIVE_LEVEL_ALGORITHMS
 from nncompress.errors import ConfigError
+from nncompress.progress import StageProgress
 
 __all__ = [
     "AccuracyAwareTrainingMode",
@@ -143,14 +144,20 @@ class BaseEarlyExitCompressionTrainingLoop(TrainingLoop):
         base = log_dir if log_dir is not None else self._config_log_dir
         self.runner.initialize_logging(Path(base) if base else Path.cwd() / "runs", tensorboard_writer)
         self._finished = False
+        bar = StageProgress(enabled=self.runner.verbose)
+        self.runner.progress = bar
         try:
             model = self._run(model)
         except BaseException:
+            bar.close()
             try:  # keep what the failed run logged viewable, without hiding why it failed
                 self._write_outputs()
             except Exception as exc:
                 logger.warning("Could not write the plot of the failed run: %s", exc)
             raise
+        finally:
+            bar.close()
+            self.runner.progress = None
         self._finished = True
         self._write_outputs()
         return model

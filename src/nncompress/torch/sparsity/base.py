@@ -15,6 +15,7 @@ masks; a model with no other hooks left becomes a plain model of the user's clas
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,8 @@ SPARSIFIABLE_KINDS = frozenset(
 )
 # sparsity masks apply before quantizers (priority 100) whatever the order of the config sections
 SPARSITY_PRIORITY = 40
+
+logger = logging.getLogger("nncompress")
 
 
 @dataclass(frozen=True)
@@ -325,6 +328,31 @@ class SparsityControllerBase(PTCompressionAlgorithmController):
         """Stop changing the masks (``sparsity_freeze_epoch``)."""
         self.frozen = True
 
+    def unfreeze(self) -> None:
+        """Let the masks change again (levels can be set; RB masks learn again)."""
+        self.frozen = False
+
+    @property
+    def scheduler_enabled(self) -> bool:
+        """False once :meth:`disable_scheduler` handed the level over to the caller."""
+        return bool(getattr(self._scheduler, "enabled", True))
+
+    def disable_scheduler(self) -> None:
+        """Hand the level over to the caller, as the adaptive accuracy-aware loop does before it
+        sets ``compression_rate`` itself: the schedule no longer changes the level nor freezes the
+        masks, and masks it already froze (``sparsity_freeze_epoch`` reached in the initial
+        training phase) follow the levels set from now on. NNCF swaps in a stub scheduler, which
+        stops the freezing too, but keeps frozen masks frozen, so the search silently changes
+        nothing."""
+        self._scheduler.enabled = False  # type: ignore[attr-defined]
+        if self.frozen:
+            logger.info(
+                "%s: the scheduler is disabled (the caller sets the level now); the frozen masks "
+                "follow the levels set from now on",
+                self.algorithm_name,
+            )
+            self.unfreeze()
+
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
         state[self.algorithm_name]["frozen"] = self.frozen
@@ -332,8 +360,12 @@ class SparsityControllerBase(PTCompressionAlgorithmController):
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
-        if state[self.algorithm_name].get("frozen"):
+        # a checkpoint saved while the schedule ran (frozen) and loaded after the level was handed
+        # over (accuracy-aware search) must not freeze the masks the search sets again
+        if state[self.algorithm_name].get("frozen") and self.scheduler_enabled:
             self.freeze()
+        else:
+            self.unfreeze()
 
     def distributed(self) -> None:
         """Copy every mask from rank 0, so all ranks start with the same masks."""

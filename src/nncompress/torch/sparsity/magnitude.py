@@ -181,9 +181,6 @@ class MagnitudeSparsityController(SparsityControllerBase):
     def compression_rate(self, value: float) -> None:
         self.set_sparsity_level(value, run_batchnorm_adaptation=True)
 
-    def disable_scheduler(self) -> None:
-        self._scheduler.enabled = False  # type: ignore[attr-defined]
-
     def compression_stage(self) -> CompressionStage:
         level = self._level
         if level <= 0.0:

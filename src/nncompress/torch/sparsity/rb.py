@@ -58,6 +58,12 @@ class SparseLoss(CompressionLoss):
         for m in self.masks:
             m.freeze()
 
+    def enable(self) -> None:
+        """Undo :meth:`disable`: the masks learn again and the loss pulls them to the target."""
+        self.disabled = False
+        for m in self.masks:
+            m.freeze(False)
+
     @property
     def target_sparsity_rate(self) -> float:
         return 1.0 - self.target
@@ -191,8 +197,9 @@ class RBSparsityController(SparsityControllerBase):
         super().freeze()
         self._loss.disable()  # type: ignore[attr-defined]
 
-    def disable_scheduler(self) -> None:
-        self._scheduler.enabled = False  # type: ignore[attr-defined]
+    def unfreeze(self) -> None:
+        super().unfreeze()
+        self._loss.enable()  # type: ignore[attr-defined]
 
     def compression_stage(self) -> CompressionStage:
         level = self._scheduler.current_sparsity_level  # type: ignore[attr-defined]
