@@ -1,7 +1,8 @@
 """Several algorithms on one model: the builder registry and the composite controller.
 
 The second algorithm is a trivial one defined here ("const_sparsity" masking half of the fc
-weight, with a constant loss and its own scheduler), registered for the duration of a test.
+weight, with a constant loss and its own scheduler), registered in place of the built-in
+const_sparsity for the duration of a test.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class MaskBuilder(PTCompressionAlgorithmBuilder):
 
 @pytest.fixture
 def mask_algorithm():
-    register_algorithm_builder("const_sparsity")(MaskBuilder)
+    # replaces the built-in const_sparsity for the test; unregistering brings the built-in back
+    register_algorithm_builder("const_sparsity", replace=True)(MaskBuilder)
     yield
     unregister_algorithm_builder("const_sparsity")
 
