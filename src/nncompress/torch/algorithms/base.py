@@ -184,6 +184,9 @@ def export_compressed_model(
 class PTCompressionAlgorithmController(CompressionAlgorithmController):
     """Base of the torch controllers: export, state handling and a plain step/epoch scheduler."""
 
+    # export ``strip(do_copy=True)`` rather than the wrapped model (pruning, sparsity, composite)
+    export_stripped: ClassVar[bool] = False
+
     def __init__(
         self,
         target_model: nn.Module,
@@ -267,10 +270,11 @@ class PTCompressionAlgorithmController(CompressionAlgorithmController):
         model_args: tuple | None = None,
     ) -> Path:
         """Write the model to ``save_path``: ``.onnx`` (QuantizeLinear/DequantizeLinear) or ``.xml``
-        (OpenVINO IR with FakeQuantize); see :func:`export_compressed_model`."""
+        (OpenVINO IR with FakeQuantize); see :func:`export_compressed_model`. With
+        ``export_stripped`` the stripped copy is written (pruned channels cut, sparse zeros baked)."""
         self.prepare_for_export()
         return export_compressed_model(
-            self.model,
+            self.strip(do_copy=True) if self.export_stripped else self.model,
             save_path,
             self._example_args,
             self._example_kwargs,

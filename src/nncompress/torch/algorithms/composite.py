@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import torch
 from torch import nn
 
 from nncompress.api.composite import CompositeCompressionAlgorithmController
-from nncompress.torch.algorithms.base import BuildContext, export_compressed_model
+from nncompress.torch.algorithms.base import BuildContext, PTCompressionAlgorithmController
 from nncompress.torch.initialization import model_device
 
 __all__ = ["PTCompositeCompressionAlgorithmController"]
@@ -29,25 +26,8 @@ class PTCompositeCompressionAlgorithmController(CompositeCompressionAlgorithmCon
     def _zero_loss(self) -> torch.Tensor:
         return torch.zeros([], device=model_device(self.model))
 
-    def export_model(
-        self,
-        save_path: str | Path,
-        save_format: str | None = None,
-        input_names: list[str] | None = None,
-        output_names: list[str] | None = None,
-        model_args: tuple | None = None,
-    ) -> Any:
-        """Export the model every child has stripped (:meth:`strip`, on a copy): filter pruning
-        cuts the pruned channels out (and the per-channel quantizers on them), quantization keeps
-        its enabled fake quantizers, so pruning + quantization gives a smaller INT8 model."""
-        self.prepare_for_export()
-        return export_compressed_model(
-            self.strip(do_copy=True),
-            save_path,
-            self._example_args,
-            self._example_kwargs,
-            save_format=save_format,
-            input_names=input_names,
-            output_names=output_names,
-            model_args=model_args,
-        )
+    # the model every child has stripped, on a copy: filter pruning cuts the pruned channels out
+    # (and the per-channel quantizers on them), quantization keeps its enabled fake quantizers,
+    # so pruning + quantization gives a smaller INT8 model
+    export_stripped = True
+    export_model = PTCompressionAlgorithmController.export_model

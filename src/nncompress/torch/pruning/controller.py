@@ -20,7 +20,6 @@ fresh model (``apply_pruning_record``).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -35,7 +34,6 @@ from nncompress.pruning.statistics import FilterPruningStatistics, pruning_stati
 from nncompress.torch.algorithms.base import (
     BuildContext,
     PTCompressionAlgorithmController,
-    export_compressed_model,
 )
 from nncompress.torch.pruning.engine import TorchFilterPruning
 
@@ -66,6 +64,8 @@ class FilterPruningScheduler(BaseCompressionScheduler):
 
 class FilterPruningController(PTCompressionAlgorithmController):
     """Drives filter pruning of one wrapped model (see the module docstring)."""
+
+    export_stripped = True  # the export is the stripped copy
 
     def __init__(
         self,
@@ -214,27 +214,6 @@ class FilterPruningController(PTCompressionAlgorithmController):
 
     def strip(self, do_copy: bool = True) -> nn.Module:
         return self.strip_model(self.model, do_copy=do_copy)
-
-    def export_model(
-        self,
-        save_path: str | Path,
-        save_format: str | None = None,
-        input_names: list[str] | None = None,
-        output_names: list[str] | None = None,
-        model_args: tuple | None = None,
-    ) -> Path:
-        """Export the physically pruned model (``.onnx`` or OpenVINO ``.xml``)."""
-        stripped = self.strip(do_copy=True)
-        return export_compressed_model(
-            stripped,
-            save_path,
-            self._example_args,
-            self._example_kwargs,
-            save_format=save_format,
-            input_names=input_names,
-            output_names=output_names,
-            model_args=model_args,
-        )
 
     # -- state ------------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:

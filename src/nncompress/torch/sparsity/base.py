@@ -18,7 +18,6 @@ import copy
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +33,6 @@ from nncompress.torch.algorithms.base import (
     BuildContext,
     PTCompressionAlgorithmBuilder,
     PTCompressionAlgorithmController,
-    export_compressed_model,
 )
 from nncompress.torch.sparsity.masks import SparsityMask
 
@@ -228,6 +226,8 @@ def _other_params(model: nn.Module, sparsified: set[str]) -> list[torch.Tensor]:
 class SparsityControllerBase(PTCompressionAlgorithmController):
     """Shared controller behaviour: statistics, freeze, state, strip and export."""
 
+    export_stripped = True  # the export is the stripped copy
+
     def __init__(
         self,
         target_model: nn.Module,
@@ -400,24 +400,3 @@ class SparsityControllerBase(PTCompressionAlgorithmController):
         if not manager.has_hooks():
             return unwrap_model(model, inplace=True)
         return model
-
-    def export_model(
-        self,
-        save_path: str | Path,
-        save_format: str | None = None,
-        input_names: list[str] | None = None,
-        output_names: list[str] | None = None,
-        model_args: tuple | None = None,
-    ) -> Path:
-        """Export the stripped model (``.onnx`` or OpenVINO ``.xml``): its weights carry the zeros."""
-        self.prepare_for_export()
-        return export_compressed_model(
-            self.strip(do_copy=True),
-            save_path,
-            self._example_args,
-            self._example_kwargs,
-            save_format=save_format,
-            input_names=input_names,
-            output_names=output_names,
-            model_args=model_args,
-        )
