@@ -612,15 +612,23 @@ def step_6_report(results: dict[str, Any]) -> Path:
     return report
 
 
+def timed(step: Any, *args: Any) -> Any:
+    """Run one step and say how long it took."""
+    t0 = time.perf_counter()
+    result = step(*args)
+    print(f"({step.__name__} took {time.perf_counter() - t0:.0f} s)")
+    return result
+
+
 def main() -> None:
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
-    step_1_config()
-    results["ptq"] = step_2_post_training_quantization()
-    results["qat"] = step_3_quantization_aware_training(results["ptq"]["effnet_ptq_agreement"])
-    results["pruning"] = step_4_filter_pruning()
-    results["accuracy_aware"] = step_5_accuracy_aware_pruning()
-    step_6_report(results)
+    timed(step_1_config)
+    results["ptq"] = timed(step_2_post_training_quantization)
+    results["qat"] = timed(step_3_quantization_aware_training, results["ptq"]["effnet_ptq_agreement"])
+    results["pruning"] = timed(step_4_filter_pruning)
+    results["accuracy_aware"] = timed(step_5_accuracy_aware_pruning)
+    timed(step_6_report, results)
     print(f"\nDemo finished in {time.perf_counter() - t0:.0f} s")
 
 
