@@ -183,6 +183,22 @@ def test_loss_is_that_of_the_latest_forward(digits_net, digits):
     assert second.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_loss_read_before_the_forward_is_a_clear_error_at_backward(digits_net, digits):
+    x, _ = digits
+    ctrl, model = create_compressed_model(digits_net(), _kd_config([1, 1, 8, 8], type="mse"))
+    _perturb(model)
+    model.train()
+    out = model(x[:16])
+    kd = ctrl.loss()  # after the forward: fine
+    (out.sum() + kd).backward()
+    assert ctrl.loss().item() == pytest.approx(kd.item())  # read again after backward, for logging
+    stale = ctrl.loss()  # the next step, but called before the forward pass
+    with pytest.raises(DistillationError, match="called before the model's forward pass"):
+        (model(x[16:32]).sum() + stale).backward()
+    model.zero_grad()
+    (model(x[16:32]).sum() + ctrl.loss()).backward()  # the right order works again
+
+
 def test_unknown_type_is_a_config_error_with_its_path():
     with pytest.raises(ConfigError, match=r"compression\.type: invalid value \"kl\""):
         NNCFConfig.from_dict(_kd_config([1, 4], type="kl"))

@@ -211,6 +211,7 @@ class KnowledgeDistillationLoss(CompressionLoss):
         self._teachers: dict[torch.device, nn.Module] = {model_device(teacher): teacher}
         self._values: dict[torch.device, torch.Tensor] = {}
         self._read = False
+        self._used = False  # a backward ran through the recorded values
         self._lock = threading.Lock()
         self._warned = False
 
@@ -234,6 +235,7 @@ class KnowledgeDistillationLoss(CompressionLoss):
         with self._lock:
             self._values.clear()
             self._read = False
+            self._used = False
 
     def record(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         """Called by :class:`DistillationHook` after each forward of the student."""
@@ -257,22 +259,49 @@ class KnowledgeDistillationLoss(CompressionLoss):
                     "2-D [batch, classes]" if self.kd_type == "softmax" else "with 2 or more dimensions",
                 )
             return
+        if value.requires_grad:  # a backward through it means the value belongs to a past step
+            value.register_hook(self._mark_used)
         with self._lock:
             if self._read:
                 self._values.clear()
                 self._read = False
             self._values[device] = value
+            self._used = False
+
+    def _mark_used(self, grad: torch.Tensor) -> torch.Tensor:
+        self._used = True
+        return grad
 
     def calculate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         device = model_device(self._model)
         with self._lock:
             self._read = True
             values = list(self._values.values())
+            if self._used and values:  # read again after backward: for logging, not for a backward
+                values = [_SpentLoss.apply(torch.ones((), requires_grad=True), v) for v in values]
         if not values:
             return torch.zeros([], device=device)
         if len(values) == 1:
             return values[0]
         return torch.stack([v.to(device) for v in values]).mean()
+
+
+class _SpentLoss(torch.autograd.Function):
+    """The value of a distillation loss that a backward already went through: readable (for
+    logging), but a backward through it raises a clear error instead of torch's "backward through
+    the graph a second time" (``ctrl.loss()`` was called before the step's forward pass)."""
+
+    @staticmethod
+    def forward(ctx: Any, _trigger: torch.Tensor, value: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return value.detach().clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:  # type: ignore[override]
+        raise DistillationError(
+            "knowledge_distillation: this ctrl.loss() value is from a step whose backward() already ran: "
+            "ctrl.loss() was called before the model's forward pass. Call it after model(x), e.g. "
+            "loss = criterion(model(x), y) + ctrl.loss()"
+        )
 
 
 def _device_of(value: Any) -> torch.device | None:
