@@ -232,17 +232,14 @@ def settle_batchnorm(model, batches, rounds: int = 10) -> None:
         layer.momentum = 0.99
 
 
-def test_sparsity_and_pruning_sections_are_not_available_yet():
-    path = CONFIGS / "tensorflow_classification_resnet50_imagenet_rb_sparsity_int8.json"
-    config = (
-        NNCFConfig.from_json(path)
-        if path.exists()
-        else NNCFConfig.from_dict(
-            {"input_info": {"sample_size": [1, 16, 16, 3]}, "compression": [{"algorithm": "rb_sparsity"}]}
-        )
+def test_algorithms_without_a_keras_form_are_refused():
+    # sparsity and pruning sections are built by nncompress.tensorflow.algorithms (test_tf_sparsity.py,
+    # test_tf_pruning.py); an algorithm the Keras backend lacks names itself and the section
+    config = NNCFConfig.from_dict(
+        {"input_info": {"sample_size": [1, 16, 16, 3]}, "compression": [{"algorithm": "movement_sparsity"}]}
     )
     with pytest.raises(
-        ConfigError, match=r"compression\[0\]\.algorithm: 'rb_sparsity' is not available for Keras"
+        ConfigError, match=r"compression\[0\]\.algorithm: 'movement_sparsity' is not available for Keras"
     ):
         create_compressed_model(resnet_like(), config)
 

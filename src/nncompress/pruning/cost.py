@@ -61,14 +61,20 @@ def kept_count(units: np.ndarray | None, keep: np.ndarray | None, default: int) 
 def _shape(graph: Graph, node: Node, out: bool) -> tuple | None:
     edges = graph.out_edges(node.name) if out else [e for e in graph.in_edges(node.name) if e.dst_port == 0]
     for e in edges:
-        if e.tensor.shape is not None and all(isinstance(d, int) for d in e.tensor.shape):
-            return tuple(e.tensor.shape)
+        shape = e.tensor.shape
+        if shape is not None and shape and shape[0] is None:  # an unknown batch (Keras): count one sample
+            shape = (1, *shape[1:])
+        if shape is not None and all(isinstance(d, int) for d in shape):
+            return tuple(shape)
     return None
 
 
-def _spatial(shape: tuple | None, kernel_dims: int) -> int:
+def _spatial(shape: tuple | None, kernel_dims: int, channel_axis: int | None = None) -> int:
     if shape is None or kernel_dims == 0:
         return 1
+    if channel_axis is not None:  # channels-last layouts (Keras) name their channel axis
+        axis = channel_axis % len(shape)
+        shape = (*shape[:axis], *shape[axis + 1 :])
     return math.prod(shape[len(shape) - kernel_dims :])
 
 
@@ -93,11 +99,12 @@ def _conv_cost(
         cin = kept_count(lay.in_units, keep, cin)
         cout = kept_count(lay.out_units, keep, cout)
     groups = max(groups, 1)
+    axis = node.attrs.get("channel_axis")
     if node.attrs.get("transpose"):
-        macs = _spatial(_shape(graph, node, out=False), len(kernel)) * cin * (cout // groups) * k
+        macs = _spatial(_shape(graph, node, out=False), len(kernel), axis) * cin * (cout // groups) * k
         weight_params = cin * (cout // groups) * k
     else:
-        macs = _spatial(_shape(graph, node, out=True), len(kernel)) * cout * (cin // groups) * k
+        macs = _spatial(_shape(graph, node, out=True), len(kernel), axis) * cout * (cin // groups) * k
         weight_params = cout * (cin // groups) * k
     return LayerCost(cin, cout, 2 * macs, weight_params + (cout if node.bias else 0))
 

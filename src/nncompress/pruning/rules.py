@@ -77,6 +77,8 @@ def _conv_channel_axis(node: Node, shape: Shape | None) -> int:
     kernel = node.attrs.get("kernel_size") or ()
     if shape is None or not kernel:
         return 1
+    if node.attrs.get("channel_axis") is not None:  # channels-last layouts (Keras) say so
+        return int(node.attrs["channel_axis"]) % len(shape)
     return max(0, len(shape) - len(kernel) - 1)
 
 
@@ -255,6 +257,27 @@ def _rule_embedding(ctx: Propagation, node: Node) -> None:
     ctx.set_all_outputs(node, ChannelMap(len(out_shape) - 1, atoms))
 
 
+def _rule_pool(ctx: Propagation, node: Node) -> None:
+    """Pooling keeps the channels; a global pooling of a channels-last tensor that drops the
+    spatial axes (Keras' ``GlobalAveragePooling2D``: ``(N, H, W, C) -> (N, C)``) moves them to
+    the last axis of its output."""
+    inp = _data_input(ctx, node)
+    _fix_other_inputs(ctx, node, 0, "uses it as a parameter tensor")
+    cmap = inp.map if inp is not None else None
+    out = ctx.out_shape(node)
+    if (
+        cmap is not None
+        and inp.shape is not None
+        and out is not None
+        and not fits(cmap, out)
+        and cmap.axis == len(inp.shape) - 1
+        and len(out) >= 2
+        and out[-1] == len(cmap)
+    ):
+        cmap = ChannelMap(len(out) - 1, cmap.atoms)
+    ctx.set_all_outputs(node, cmap)
+
+
 def _rule_norm(ctx: Propagation, node: Node) -> None:
     """BatchNorm / InstanceNorm: per-channel parameters on axis 1; followers."""
     inp = _data_input(ctx, node)
@@ -263,7 +286,10 @@ def _rule_norm(ctx: Propagation, node: Node) -> None:
         ctx.set_all_outputs(node, None)
         return
     cmap = inp.map
-    if cmap.axis != 1:
+    expected = node.attrs.get("channel_axis", 1)  # channels-last layouts (Keras) say so
+    if inp.shape is not None and expected is not None:
+        expected = int(expected) % len(inp.shape)
+    if cmap.axis != expected:
         ctx.fix_map(cmap, f"normalized by {ctx.label(node)} along another axis")
         ctx.set_all_outputs(node, cmap)
         return
@@ -471,6 +497,8 @@ def _dims_for_map(in_shape: Shape, out_shape: Shape, axis: int, atoms: np.ndarra
     dimension (``(N, C, H, W) -> (N, C, H*W)``) or merges with neighbours into one dimension
     (``flatten``: ``(N, C, H, W) -> (N, C*H*W)``, channel c -> features c*H*W..(c+1)*H*W-1).
     """
+    if in_shape and out_shape and in_shape[0] is None and out_shape[0] is None:
+        in_shape, out_shape = (1, *in_shape[1:]), (1, *out_shape[1:])  # an unknown batch (Keras) stays
     if not (known_shape(in_shape) and known_shape(out_shape)):
         return None
     in_pre = [1]
@@ -696,11 +724,10 @@ register_channel_rule(
         K.IDENTITY,
         K.CONVERT,
         K.CONVERT_LIKE,
-        K.MAX_POOL,
-        K.AVG_POOL,
     ),
     pass_through,
 )
+register_channel_rule((K.MAX_POOL, K.AVG_POOL), _rule_pool)
 register_channel_rule(
     (
         K.ADD,

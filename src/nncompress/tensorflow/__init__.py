@@ -18,7 +18,10 @@ _LAZY = {
     "placement_of": "nncompress.tensorflow.adapter",
     "build_graph": "nncompress.tensorflow.graph_builder",
     "walk": "nncompress.tensorflow.graph_builder",
+    "ChannelMask": "nncompress.tensorflow.masking",
     "FakeQuantize": "nncompress.tensorflow.layers",
+    "WeightMask": "nncompress.tensorflow.masking",
+    "prune_keras_model": "nncompress.tensorflow.pruning",
     "QuantizedLayer": "nncompress.tensorflow.layers",
     "SplitActivation": "nncompress.tensorflow.layers",
     "create_compressed_model": "nncompress.tensorflow.compression",
@@ -28,13 +31,16 @@ _LAZY = {
 
 __all__ = [
     "Adapter",
+    "ChannelMask",
     "FakeQuantize",
     "QuantizedLayer",
     "SplitActivation",
+    "WeightMask",
     "build_graph",
     "create_compressed_model",
     "create_compression_callbacks",
     "placement_of",
+    "prune_keras_model",
     "register_default_init_args",
     "walk",
 ]
@@ -52,3 +58,5 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from nncompress.tensorflow.graph_builder import build_graph, walk
     from nncompress.tensorflow.layers import FakeQuantize, QuantizedLayer, SplitActivation
+    from nncompress.tensorflow.masking import ChannelMask, WeightMask
+    from nncompress.tensorflow.pruning import prune_keras_model

@@ -9,10 +9,11 @@
     qmodel.fit(train_dataset, epochs=3, callbacks=create_compression_callbacks(ctrl))
     ctrl.export_model("model_int8.xml")
 
-Algorithms: ``quantization`` only for now (``filter_pruning``, ``magnitude_sparsity``,
-``rb_sparsity`` and ``const_sparsity`` raise a ``ConfigError`` naming the section). The
-``quantization`` section is read as in NNCF 2.x (see ``QuantizationBuilder``); the placement is
-the core's, so it is the one torch, ONNX and OpenVINO models get.
+Algorithms: ``quantization``, ``filter_pruning``, ``magnitude_sparsity``, ``rb_sparsity`` and
+``const_sparsity``, alone or combined (one sparsity algorithm at most); configs with sparsity or
+pruning are built by :mod:`nncompress.tensorflow.algorithms`. The ``quantization`` section is read
+as in NNCF 2.x (see ``QuantizationBuilder``); the placement is the core's, so it is the one
+torch, ONNX and OpenVINO models get.
 
 The compressed model is a new functional Keras model (the given one is not changed): a copy of
 its layers with ``FakeQuantize`` layers whose ranges are trainable variables (straight-through
@@ -74,8 +75,9 @@ __all__ = [
 logger = logging.getLogger("nncompress")
 
 STATE_VERSION = 1
-AVAILABLE = ("quantization",)
-NOT_YET = ("filter_pruning", "magnitude_sparsity", "rb_sparsity", "const_sparsity")
+AVAILABLE = ("quantization", "filter_pruning", "magnitude_sparsity", "rb_sparsity", "const_sparsity")
+NOT_YET: tuple[str, ...] = ()
+SPARSITY = ("magnitude_sparsity", "rb_sparsity", "const_sparsity")
 # quantization keys this backend does not implement yet (NNCF 2.x has them): a clear error, never ignored
 _UNSUPPORTED_KEYS = {
     "scope_overrides": "per-scope overrides are not supported for Keras models yet",
@@ -318,35 +320,48 @@ class TFQuantizationController(CompressionAlgorithmController):
         """Write the model: ``openvino`` (``.xml`` IR, INT8 when run), ``tf`` (a SavedModel
         directory, NNCF's ``tf``), ``keras`` (a ``.keras`` file) or ``h5``. ``save_format`` None
         follows the suffix (``.xml``, ``.keras``, ``.h5``; anything else is a SavedModel directory)."""
-        if input_names or output_names or model_args:
-            raise ExportError(
-                "export_model: input_names, output_names and model_args are not supported for Keras models"
-            )
-        path = Path(save_path)
-        fmt = (
-            save_format or {".xml": "openvino", ".keras": "keras", ".h5": "h5"}.get(path.suffix.lower(), "tf")
-        ).lower()
-        if fmt == "frozen_graph":
-            raise ExportError(
-                "export_model: 'frozen_graph' is not supported; use 'tf' (SavedModel) or 'openvino'"
-            )
-        if fmt in ("tf", "saved_model"):
-            self.model.export(str(path), format="tf_saved_model", verbose=False)
-        elif fmt == "keras":
-            self.model.save(path if path.suffix == ".keras" else path.with_suffix(".keras"))
-        elif fmt == "h5":
-            self.model.save(path if path.suffix == ".h5" else path.with_suffix(".h5"))
-        elif fmt in ("openvino", "ir", "xml"):
-            if path.suffix.lower() != ".xml":
-                raise ExportError(f"Cannot export to {path}: the OpenVINO format writes a '.xml' file")
-            import openvino as ov
+        return export_keras_model(self.model, save_path, save_format, input_names, output_names, model_args)
 
-            ov.save_model(ov.convert_model(self.model), str(path), compress_to_fp16=False)
-        else:
-            raise ExportError(
-                f"Cannot export to {path}: unknown save_format {save_format!r}; use 'tf', 'keras', 'h5' or 'openvino'"
-            )
-        return path
+
+def export_keras_model(
+    model: keras.Model,
+    save_path: str | Path,
+    save_format: str | None = None,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    model_args: tuple | None = None,
+) -> Path:
+    """Write ``model`` as ``openvino`` (``.xml``), ``tf`` (SavedModel), ``keras`` or ``h5`` (see
+    ``TFQuantizationController.export_model``); shared by every Keras controller."""
+    if input_names or output_names or model_args:
+        raise ExportError(
+            "export_model: input_names, output_names and model_args are not supported for Keras models"
+        )
+    path = Path(save_path)
+    fmt = (
+        save_format or {".xml": "openvino", ".keras": "keras", ".h5": "h5"}.get(path.suffix.lower(), "tf")
+    ).lower()
+    if fmt == "frozen_graph":
+        raise ExportError(
+            "export_model: 'frozen_graph' is not supported; use 'tf' (SavedModel) or 'openvino'"
+        )
+    if fmt in ("tf", "saved_model"):
+        model.export(str(path), format="tf_saved_model", verbose=False)
+    elif fmt == "keras":
+        model.save(path if path.suffix == ".keras" else path.with_suffix(".keras"))
+    elif fmt == "h5":
+        model.save(path if path.suffix == ".h5" else path.with_suffix(".h5"))
+    elif fmt in ("openvino", "ir", "xml"):
+        if path.suffix.lower() != ".xml":
+            raise ExportError(f"Cannot export to {path}: the OpenVINO format writes a '.xml' file")
+        import openvino as ov
+
+        ov.save_model(ov.convert_model(model), str(path), compress_to_fp16=False)
+    else:
+        raise ExportError(
+            f"Cannot export to {path}: unknown save_format {save_format!r}; use 'tf', 'keras', 'h5' or 'openvino'"
+        )
+    return path
 
 
 class UpdateCompressionSchedulerCallback(keras.callbacks.Callback):
@@ -363,15 +378,73 @@ class UpdateCompressionSchedulerCallback(keras.callbacks.Callback):
         self.ctrl.scheduler.epoch_step()
 
 
+class CompressionStatisticsCallback(keras.callbacks.Callback):
+    """Reports the controller's statistics at the end of every epoch of ``model.fit``: as text
+    (``logging`` at INFO, logger ``nncompress``) and/or as TensorBoard scalars in ``log_dir``
+    (``compression/rate`` when the controller has a rate, ``compression/stage``). The rate is
+    also put into ``fit``'s logs as ``compression_rate``, so ``History`` keeps it."""
+
+    def __init__(
+        self,
+        ctrl: CompressionAlgorithmController,
+        log_text: bool = True,
+        log_tensorboard: bool = False,
+        log_dir: str | None = None,
+    ):
+        super().__init__()
+        if log_tensorboard and not log_dir:
+            raise ConfigError(
+                [("log_dir", "log_tensorboard=True needs a log_dir to write the event files to")]
+            )
+        if log_tensorboard:
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                from nncompress.errors import BackendNotAvailableError
+
+                raise BackendNotAvailableError(
+                    "create_compression_callbacks(log_tensorboard=True) writes TensorBoard summaries, which need "
+                    "the tensorboard package (pip install tensorboard)"
+                )
+        self.ctrl = ctrl
+        self.log_text = log_text
+        self.writer = (
+            tf.summary.create_file_writer(str(Path(log_dir) / "compression")) if log_tensorboard else None
+        )
+
+    def _rate(self) -> float | None:
+        try:
+            return float(self.ctrl.compression_rate)  # type: ignore[attr-defined]
+        except (AttributeError, ConfigError):
+            return None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        rate = self._rate()
+        if logs is not None and rate is not None:
+            logs["compression_rate"] = rate
+        if self.log_text:
+            logger.info("Compression statistics after epoch %d:\n%s", epoch, self.ctrl.statistics().to_str())
+        if self.writer is not None:
+            with self.writer.as_default(step=epoch):
+                if rate is not None:
+                    tf.summary.scalar("compression/rate", rate)
+                tf.summary.scalar("compression/stage", int(self.ctrl.compression_stage()))
+            self.writer.flush()
+
+
 def create_compression_callbacks(
     compression_ctrl: CompressionAlgorithmController,
     log_tensorboard: bool = False,
     log_text: bool = False,
     log_dir: str | None = None,
 ) -> list[keras.callbacks.Callback]:
-    """Callbacks for ``model.fit``: the scheduler stepping (logging arguments are accepted, unused)."""
-    del log_tensorboard, log_text, log_dir
-    return [UpdateCompressionSchedulerCallback(compression_ctrl)]
+    """Callbacks for ``model.fit``: the scheduler stepping (every batch and epoch: sparsity levels,
+    pruning levels, freezing follow the schedule) and, with ``log_text`` / ``log_tensorboard``,
+    the statistics at the end of each epoch (``CompressionStatisticsCallback``)."""
+    callbacks: list[keras.callbacks.Callback] = [UpdateCompressionSchedulerCallback(compression_ctrl)]
+    if log_text or log_tensorboard:
+        callbacks.append(CompressionStatisticsCallback(compression_ctrl, log_text, log_tensorboard, log_dir))
+    return callbacks
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,7 +707,7 @@ def create_compressed_model(
     model: keras.Model,
     config: NNCFConfig | Mapping[str, Any],
     compression_state: Mapping[str, Any] | str | None = None,
-) -> tuple[TFQuantizationController, keras.Model]:
+) -> tuple[CompressionAlgorithmController, keras.Model]:
     """Apply ``config["compression"]`` to a functional or Sequential Keras model.
 
     Returns ``(controller, compressed_model)``; ``model`` itself is not changed. See the module
@@ -662,6 +735,36 @@ def create_compressed_model(
         raise ConfigError(problems)
     if not sections:
         raise ConfigError([("compression", "no compression algorithm is configured")])
+    names = [s.get("algorithm") for s in sections]
+    paths = ["compression" if single else f"compression[{i}]" for i in range(len(sections))]
+    duplicated = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+    if duplicated:
+        raise ConfigError([("compression", f"algorithm '{duplicated[0]}' is configured more than once")])
+    if sum(n in SPARSITY for n in names) > 1:
+        raise ConfigError(
+            [("compression", f"one sparsity algorithm at a time: {[n for n in names if n in SPARSITY]}")]
+        )
+    if any(n != "quantization" for n in names):
+        from nncompress.tensorflow.algorithms import build_compressed_model
+
+        _check_input_info(config, model)
+        if isinstance(compression_state, (str, bytes)):
+            compression_state = json.loads(compression_state)
+        states = None
+        if compression_state is not None:
+            key = CompressionAlgorithmController.BUILDER_STATE
+            if not isinstance(compression_state, Mapping) or not isinstance(
+                compression_state.get(key), Mapping
+            ):
+                raise CompressionStateError(
+                    f"a compression state is a dict with a '{key}' dict (from ctrl.get_compression_state()), got "
+                    f"{type(compression_state).__name__}"
+                )
+            states = dict(compression_state[key])
+        ctrl, compressed = build_compressed_model(model, config, sections, paths, states)
+        if compression_state is not None and compression_state.get(ctrl.CONTROLLER_STATE):
+            ctrl.load_state(compression_state[ctrl.CONTROLLER_STATE])
+        return ctrl, compressed
     section = sections[0]
     builder = QuantizationBuilder(config, section, "compression" if single else "compression[0]")
     _check_input_info(config, model)
