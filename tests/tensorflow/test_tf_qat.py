@@ -189,6 +189,7 @@ def test_export_to_openvino_ir_and_savedmodel(trained_digits, tmp_path):
         ("tensorflow_classification_mobilenet_v3_small_imagenet_int8.json", mobilenet_like),
         ("tensorflow_classification_inception_v3_imagenet_int8.json", resnet_like),
         ("tests_tensorflow_sequential_int8_accuracy_aware.json", resnet_like),
+        ("tensorflow_object_detection_yolo_v4_coco_int8.json", resnet_like),
     ],
 )
 def test_nncf_tensorflow_example_configs_drive_small_keras_models(name, build):
