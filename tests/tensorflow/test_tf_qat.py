@@ -247,8 +247,8 @@ def test_algorithms_without_a_keras_form_are_refused():
 
 def test_config_and_state_errors_are_clear(trained_digits):
     model = trained_digits[0]
-    with pytest.raises(ConfigError, match=r"compression\.scope_overrides: per-scope overrides"):
-        create_compressed_model(model, digits_config(scope_overrides={"activations": {}}))
+    with pytest.raises(ConfigError, match=r"compression\.params: staged quantization .* never"):
+        create_compressed_model(model, digits_config(params={"activations_quant_start_epoch": 1}))
     bad_input = digits_config()
     bad_input["input_info"] = {"sample_size": [1, 28, 28, 1]}
     with pytest.raises(ConfigError, match=r"input_info\.sample_size: \[1, 28, 28, 1\] does not fit"):

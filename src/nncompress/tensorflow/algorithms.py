@@ -124,6 +124,8 @@ class TFCompressionContext:
         self.pruning: KerasFilterPruning | None = None
         self.placement: Placement | None = None
         self.bn_samples = 0
+        # the graph's input names (copies of a model with unnamed inputs get other names)
+        self.input_names: list[str] = list(walk(base).input_names)
 
     def run_batchnorm_adaptation(self) -> int:
         """Re-estimate BatchNorm statistics on the registered data (after masks change)."""
@@ -220,7 +222,7 @@ class TFCompressionContext:
             else:
                 acts[p.target] = fq
         w = walk(plain)
-        w.input_names = walk(self.base).input_names
+        w.input_names = list(self.input_names)
         model = rebuild(w, acts, weights, name=self.base.name).model
         setattr(model, PLACEMENT_ATTRIBUTE, getattr(self.model, PLACEMENT_ATTRIBUTE, None))
         return model
@@ -664,7 +666,9 @@ def build_compressed_model(
                     [
                         (
                             f"{path}.params.interlayer_ranking_type",
-                            "'learned_ranking' (LeGR) is not supported for Keras models",
+                            "'learned_ranking' (LeGR) is not supported for Keras models: NNCF's TensorFlow "
+                            "backend never had it either (LeGR is torch-only in NNCF 2.x); use "
+                            "'unweighted_ranking' (the default) or prune the torch version of the model",
                         )
                     ]
                 )
@@ -703,6 +707,7 @@ def build_compressed_model(
         setattr(compressed, PLACEMENT_ATTRIBUTE, json.dumps(quant[1].to_dict()))
 
     ctx = TFCompressionContext(config, compressed, base, graph)
+    ctx.input_names = list(wb.input_names)
     ctx.bn_samples = _bn_samples(sections)
     wc = walk(compressed)
     children: list[CompressionAlgorithmController] = []

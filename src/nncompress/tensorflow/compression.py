@@ -48,7 +48,7 @@ from nncompress.api.compression import (
 from nncompress.config.effective import get_param
 from nncompress.config.extra_structs import NNCFExtraConfigStruct
 from nncompress.config.nncf_config import NNCFConfig
-from nncompress.errors import CompressionStateError, ConfigError, DatasetError, ExportError
+from nncompress.errors import CompressionStateError, ConfigError, DatasetError, ExportError, QuantizationError
 from nncompress.graph import Graph
 from nncompress.hardware.rules import load_rules
 from nncompress.parameters import TargetDevice
@@ -78,20 +78,28 @@ STATE_VERSION = 1
 AVAILABLE = ("quantization", "filter_pruning", "magnitude_sparsity", "rb_sparsity", "const_sparsity")
 NOT_YET: tuple[str, ...] = ()
 SPARSITY = ("magnitude_sparsity", "rb_sparsity", "const_sparsity")
-# quantization keys this backend does not implement yet (NNCF 2.x has them): a clear error, never ignored
+GROUPS = ("weights", "activations")
+# quantization keys this backend refuses: a clear error, never ignored. Those NNCF's own
+# TensorFlow backend never read say so (NNCF 2.x: torch-only features).
 _UNSUPPORTED_KEYS = {
-    "scope_overrides": "per-scope overrides are not supported for Keras models yet",
-    "initializer.precision": "mixed-precision initialization is not supported for Keras models",
-    "params": "staged quantization (params) is not supported for Keras models yet",
-    "compression_lr_multiplier": "compression_lr_multiplier is not supported for Keras models yet",
-    "weights.ignored_scopes": "per-group scopes are not supported for Keras models yet; use ignored_scopes",
-    "weights.target_scopes": "per-group scopes are not supported for Keras models yet; use target_scopes",
-    "activations.ignored_scopes": "per-group scopes are not supported for Keras models yet; use ignored_scopes",
-    "activations.target_scopes": "per-group scopes are not supported for Keras models yet; use target_scopes",
+    "initializer.precision": (
+        "mixed-precision initialization (HAWQ / AutoQ / manual bitwidth_per_scope) is not supported for Keras "
+        "models (NNCF's TensorFlow backend never had it); set bits per layer with scope_overrides instead"
+    ),
+    "compression_lr_multiplier": (
+        "not supported for Keras quantization: NNCF's TensorFlow backend never supported it either (Keras "
+        "optimizers have no parameter groups); the quantizer ranges train at the optimizer's learning rate"
+    ),
     "weights.logarithm_scale": "logarithmic scale storage is not supported",
     "activations.logarithm_scale": "logarithmic scale storage is not supported",
     "activations.unified_scale_ops": "explicit unified-scale groups are not supported",
 }
+_STAGED_PARAMS_MESSAGE = (
+    "staged quantization (activations_quant_start_epoch, weights_quant_start_epoch, lr_poly_drop_*, "
+    "disable_wd_start_epoch, batch_multiplier) is torch-only in NNCF 2.x: NNCF's TensorFlow backend never "
+    "supported it (its quantization controller has no scheduler). Remove 'params'; to quantize later, call "
+    "create_compressed_model at the epoch you want quantization to start"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,11 +471,17 @@ class QuantizationBuilder:
     """Reads a ``quantization`` section, places quantizers, initializes ranges, builds the model.
 
     Supported keys: ``preset``, ``quantize_inputs``, ``quantize_outputs``, ``weights`` /
-    ``activations`` (``mode``, ``bits``, ``per_channel``, ``signed``), ``ignored_scopes`` /
-    ``target_scopes`` (Keras layer names or ``{re}`` patterns; nested layers are ``outer/inner``),
+    ``activations`` (``mode``, ``bits``, ``per_channel``, ``signed``, and per-group
+    ``ignored_scopes`` / ``target_scopes``), ``ignored_scopes`` / ``target_scopes`` (Keras layer
+    names or ``{re}`` patterns; nested layers are ``outer/inner``), ``scope_overrides`` (per-scope
+    ``bits`` / ``mode`` / ``per_channel`` / ``signed`` for ``weights`` and ``activations``),
     ``validate_scopes``, ``overflow_fix``, ``initializer.range`` (one setting: ``type``,
     ``num_init_samples``, ``params``), ``initializer.batchnorm_adaptation``. Keys of
-    ``_UNSUPPORTED_KEYS`` raise a ``ConfigError``.
+    ``_UNSUPPORTED_KEYS``, staged-quantization ``params`` and a top-level
+    ``compression_lr_multiplier`` raise a ``ConfigError``.
+
+    Scopes follow NNCF 2.x: a group's ``ignored_scopes`` add to the section's, a group's
+    ``target_scopes`` replace the section's for that group.
     """
 
     def __init__(self, config: NNCFConfig, section: Mapping[str, Any], path: str):
@@ -475,10 +489,31 @@ class QuantizationBuilder:
         self.section = section
         self.path = path
         problems = [(f"{path}.{k}", msg) for k, msg in _UNSUPPORTED_KEYS.items() if _present(section, k)]
+        if section.get("params"):
+            problems.append((f"{path}.params", _STAGED_PARAMS_MESSAGE))
+        if config.get("compression_lr_multiplier") is not None:
+            problems.append(
+                (
+                    "compression_lr_multiplier",
+                    _UNSUPPORTED_KEYS["compression_lr_multiplier"]
+                    + "; to speed up RB sparsity masks, set it in the rb_sparsity section",
+                )
+            )
         if isinstance(section.get("initializer", {}).get("range"), list):
             problems.append(
                 (f"{path}.initializer.range", "per-scope range settings (a list) are not supported yet")
             )
+        overrides = section.get("scope_overrides") or {}
+        for group, entries in dict(overrides).items():
+            for key, entry in dict(entries or {}).items():
+                if isinstance(entry, Mapping) and "initializer" in entry:
+                    problems.append(
+                        (
+                            f"{path}.scope_overrides.{group}.{key}.initializer",
+                            "per-scope range initialization is not supported for Keras models; "
+                            "give bits / mode / per_channel / signed only",
+                        )
+                    )
         if problems:
             raise ConfigError(problems)
         self.target_device = TargetDevice(get_param(config, "target_device"))
@@ -486,44 +521,86 @@ class QuantizationBuilder:
     def param(self, dotted: str) -> Any:
         return get_param(self.section, dotted, algorithm="quantization")
 
-    def _ignored(self, graph: Graph) -> IgnoredScope:
-        def split(entries: Any) -> tuple[list[str], list[str]]:
-            items = [entries] if isinstance(entries, str) else list(entries or [])
-            names = [e for e in items if not e.startswith("{re}")]
-            patterns = [e[len("{re}") :] for e in items if e.startswith("{re}")]
-            return names, patterns
+    def _match(self, graph: Graph, entries: Any, where: str, validate: bool) -> set[str]:
+        """Node names matched by NNCF scopes (names and ``{re}`` patterns)."""
+        if entries is None:
+            return set()
+        if not (isinstance(entries, str) or all(isinstance(e, str) for e in entries)):
+            raise ConfigError([(where, f"expected a scope string or a list of them, got {entries!r}")])
+        return IgnoredScope.from_nncf_scopes(entries, validate=validate).matches(graph.nodes, what=where)
 
+    def _scope_sets(self, graph: Graph) -> dict[str, set[str]]:
+        """Per group, the ops whose inputs / weights stay in float (NNCF 2.x: a group's
+        ``ignored_scopes`` add to the section's; its ``target_scopes`` replace the section's)."""
         validate = bool(self.param("validate_scopes"))
-        names, patterns = split(self.section.get("ignored_scopes"))
-        target = self.section.get("target_scopes")
-        if target is not None:
-            import re
+        ops = {n.name for n in graph.nodes if n.kind not in ("Parameter", "Result")}
+        ignored = self._match(
+            graph, self.section.get("ignored_scopes"), f"{self.path}.ignored_scopes", validate
+        )
+        result = {}
+        for group in GROUPS:
+            sub = self.section.get(group, {})
+            mine = ignored | self._match(
+                graph, sub.get("ignored_scopes"), f"{self.path}.{group}.ignored_scopes", validate
+            )
+            where = f"{self.path}.{group}.target_scopes"
+            target = sub.get("target_scopes")
+            if target is None:
+                target, where = self.section.get("target_scopes"), f"{self.path}.target_scopes"
+            if target is not None:
+                kept = self._match(graph, target, where, validate) & ops
+                if not kept:
+                    raise ConfigError([(where, f"matches no layer of the model; layers: {sorted(ops)[:8]}")])
+                mine |= ops - kept
+            result[group] = mine
+        return result
 
-            t_names, t_patterns = split(target)
-            ops = [n.name for n in graph.nodes if n.kind not in ("Parameter", "Result")]
-            kept = {n for n in ops if n in t_names or any(re.fullmatch(p, n) for p in t_patterns)}
-            if validate and not kept:
-                raise ConfigError(
-                    [(f"{self.path}.target_scopes", f"matches no layer of the model; layers: {ops[:8]}")]
-                )
-            names += [n for n in ops if n not in kept]
-        return IgnoredScope(names=names, patterns=patterns, validate=validate)
-
-    def place(self, graph: Graph) -> Placement:
+    def _run_placement(self, graph: Graph, ignored: set[str]) -> Placement:
         def constraints(group: str) -> dict[str, Any]:
             sub = self.section.get(group, {})
             return {k: sub[k] for k in ("mode", "bits", "per_channel", "signed") if k in sub}
 
-        placement = place_quantizers(
+        return place_quantizers(
             graph,
             load_rules(self.target_device),
             preset=self.param("preset"),
-            ignored_scope=self._ignored(graph),
+            ignored_scope=IgnoredScope(names=sorted(ignored), validate=False),
+            overrides=self.section.get("scope_overrides") or None,
             quantize_inputs=bool(self.param("quantize_inputs")),
             quantize_outputs=bool(self.param("quantize_outputs")),
             activations=constraints("activations"),
             weights=constraints("weights"),
         )
+
+    def place(self, graph: Graph) -> Placement:
+        """Quantizers for ``graph``: the core's placement with the section's scopes and overrides."""
+        ignored = self._scope_sets(graph)
+        if ignored["weights"] == ignored["activations"]:
+            placement = self._run_placement(graph, ignored["weights"])
+        else:  # weight points depend only on their own op: one run per group, each with its scopes
+            runs: dict[str, Placement | None] = {}
+            errors: list[QuantizationError] = []
+            for group in GROUPS:
+                try:
+                    runs[group] = self._run_placement(graph, ignored[group])
+                except QuantizationError as exc:
+                    if not str(exc).startswith("nothing to quantize"):
+                        raise
+                    runs[group] = None
+                    errors.append(exc)
+            weights = runs["weights"].weight_points if runs["weights"] else []
+            activations = runs["activations"].activation_points if runs["activations"] else []
+            if not weights and not activations:
+                raise errors[0] if errors else QuantizationError("nothing to quantize")
+            order = {n.name: i for i, n in enumerate(graph.topological_order())}
+            points = sorted(
+                [*weights, *activations], key=lambda p: (order.get(p.target.node, -1), not p.is_weight)
+            )
+            skipped: dict[str, str] = {}
+            for run in runs.values():
+                if run is not None:
+                    skipped.update(run.skipped)
+            placement = Placement(points=points, skipped=skipped)
         return apply_overflow_fix(placement, graph, self.param("overflow_fix"), self.target_device)
 
     def initial_params(

@@ -5,8 +5,11 @@
   only changed by ``strip``). ``kind="binary"`` (magnitude, const sparsity): a 0/1
   non-trainable variable the controller sets. ``kind="rb"`` (RB sparsity): trainable logits,
   sampled with logistic noise in training (``1[logits + noise > 0]`` with a straight-through
-  gradient of the sigmoid), ``1[logits > 0]`` in inference and once frozen. ``quantizer``
-  (a ``FakeQuantize``) runs after the mask when quantization is combined with sparsity.
+  gradient of the sigmoid), ``1[logits > 0]`` in inference and once frozen. The variable holds
+  ``logits / lr_multiplier`` and the gradient reaches it unscaled, so any optimizer moves the
+  logits ``lr_multiplier`` times faster than the weights (SGD and Adam alike): Keras optimizers
+  have no parameter groups. ``quantizer`` (a ``FakeQuantize``) runs after the mask when
+  quantization is combined with sparsity.
 - ``ChannelMask``: ``x * mask`` on the channel axis of an activation: filter pruning zeroes
   the output channels of every layer producing or following a pruned channel, which is what the
   physically pruned model computes (the channel is absent there), with zero gradients for the
@@ -50,11 +53,19 @@ class WeightMask(keras.layers.Layer):
         quantizer: keras.layers.Layer | None = None,
         graph_name: str = "",
         eps: float = 1e-6,
+        lr_multiplier: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if kind not in KINDS:
             raise CompressionStateError(f"{graph_name}: mask kind must be one of {KINDS}, got {kind!r}")
+        if not (
+            isinstance(lr_multiplier, (int, float)) and math.isfinite(lr_multiplier) and lr_multiplier > 0
+        ):
+            raise CompressionStateError(
+                f"{graph_name}: the mask's lr_multiplier must be a positive number, got {lr_multiplier!r}"
+            )
+        self.lr_multiplier = float(lr_multiplier)
         self.mask_shape = tuple(int(d) for d in shape)
         self.kind = kind
         self.quantizer = quantizer
@@ -67,31 +78,52 @@ class WeightMask(keras.layers.Layer):
         else:
             self.mask = self.add_weight(
                 shape=self.mask_shape,
-                initializer=keras.initializers.Constant(_logit(RB_INIT_PROBABILITY)),
+                initializer=keras.initializers.Constant(_logit(RB_INIT_PROBABILITY) / self.lr_multiplier),
                 trainable=True,
                 name="rb_logits",
             )
         # 1.0 once frozen: RB masks stop learning (a variable, so a traced step sees the change)
         self.frozen = self.add_weight(shape=(), initializer="zeros", trainable=False, name="frozen")
+        if kind == "rb":
+            # the mask at the moment of freezing: an optimizer with momentum (Adam) keeps moving the
+            # logits for a while after their gradient became zero, which must not change the mask
+            self.frozen_mask = self.add_weight(
+                shape=self.mask_shape, initializer="ones", trainable=False, name="frozen_mask"
+            )
+
+    @property
+    def logits(self) -> Any:
+        """RB: the mask logits, ``lr_multiplier * variable`` with the logits' gradient passed to the
+        variable unchanged (so an optimizer step moves them ``lr_multiplier`` times as far)."""
+        if self.kind != "rb":
+            raise CompressionStateError(f"{self.graph_name}: a binary mask has no logits")
+        v = ops.convert_to_tensor(self.mask)
+        if self.lr_multiplier == 1.0:
+            return v
+        return self.lr_multiplier * ops.stop_gradient(v) + (v - ops.stop_gradient(v))
 
     def binary(self, training: bool | None = None) -> Any:
         """The 0/1 mask used now (with noise and a straight-through gradient in RB training)."""
         if self.kind == "binary":
             return self.mask
-        hard = ops.cast(self.mask > 0, self.mask.dtype)
+        frozen = ops.cast(self.frozen > 0.5, self.mask.dtype)
+        hard = frozen * self.frozen_mask + (1.0 - frozen) * ops.cast(self.mask > 0, self.mask.dtype)
         if not training:
             return hard
         u = tf.random.uniform(self.mask_shape, dtype=self.mask.dtype)
-        noisy = self.mask + ops.log(u + self.eps) - ops.log(1.0 - u + self.eps)
+        noisy = self.logits + ops.log(u + self.eps) - ops.log(1.0 - u + self.eps)
         soft = ops.sigmoid(noisy)
         sampled = ops.cast(soft > 0.5, soft.dtype) + (soft - ops.stop_gradient(soft))
-        frozen = ops.cast(self.frozen > 0.5, soft.dtype)
         return frozen * hard + (1.0 - frozen) * sampled
 
     def effective_mask(self) -> np.ndarray:
         """The 0/1 mask the inference model gets (numpy)."""
         value = np.asarray(self.mask.numpy())
-        return value if self.kind == "binary" else (value > 0).astype(np.float32)
+        if self.kind == "binary":
+            return value
+        if float(self.frozen.numpy()) > 0.5:
+            return np.asarray(self.frozen_mask.numpy(), dtype=np.float32)
+        return (value > 0).astype(np.float32)
 
     def set_mask(self, value: np.ndarray) -> None:
         if self.kind != "binary":
@@ -99,6 +131,8 @@ class WeightMask(keras.layers.Layer):
         self.mask.assign(np.asarray(value, dtype=np.float32).reshape(self.mask_shape))
 
     def freeze(self, frozen: bool = True) -> None:
+        if self.kind == "rb" and frozen and float(self.frozen.numpy()) < 0.5:
+            self.frozen_mask.assign(ops.cast(self.mask > 0, self.mask.dtype))
         self.frozen.assign(1.0 if frozen else 0.0)
         if self.kind == "rb":
             self.mask.trainable = not frozen
@@ -118,6 +152,7 @@ class WeightMask(keras.layers.Layer):
             quantizer=None if self.quantizer is None else keras.saving.serialize_keras_object(self.quantizer),
             graph_name=self.graph_name,
             eps=self.eps,
+            lr_multiplier=self.lr_multiplier,
         )
         return config
 

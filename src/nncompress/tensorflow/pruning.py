@@ -5,9 +5,11 @@ The backend-neutral core (:mod:`nncompress.pruning`) analyses the graph of the K
 follow, the next Conv/Dense reads), ranks filters (``L1``, ``L2``, ``geometric_median``), selects
 channels for a level or a FLOPs reduction and follows the schedule. This module ties it to Keras:
 
-- which layers can be cut (:func:`keras_supports`): Conv1D/2D/3D (not grouped), Dense,
-  DepthwiseConv1D/2D and BatchNormalization on channels-last tensors, each called once; anything
-  else keeps its channels (printed by ``ctrl.describe_groups()``);
+- which layers can be cut (:func:`keras_supports`): Conv1D/2D/3D (grouped ones too, as torch's:
+  whole groups removed, or the same channels of every group, see
+  :func:`nncompress.pruning.rules.grouped_conv_mode`), Dense, DepthwiseConv1D/2D and
+  BatchNormalization on channels-last tensors, each called once; anything else keeps its
+  channels (printed by ``ctrl.describe_groups()``);
 - during training a ``ChannelMask`` zeroes the output channels of every producer and follower of a
   pruned channel (after a fused activation), which is what the smaller model computes;
 - :func:`prune_keras_model` rebuilds the functional graph with smaller layers (``filters`` /
@@ -66,6 +68,8 @@ def keras_supports(w: Walk):
         layer = step.layer
         cls = type(layer).__name__
         roles = _ROLES.get(cls)
+        if cls in _CONV and int(getattr(layer, "groups", 1) or 1) > 1:
+            roles = ("producer", "consumer", "follower")  # whole groups follow their producers
         if roles is None:
             return f"'{node.name}' is a {cls}, which filter pruning cannot cut in Keras models"
         if role not in roles:
@@ -74,8 +78,6 @@ def keras_supports(w: Walk):
             return f"'{node.name}' ({cls}) is called several times: its channels stay"
         if getattr(layer, "data_format", "channels_last") == "channels_first":
             return f"'{node.name}' ({cls}) is channels_first: only channels_last layers are cut"
-        if cls in _CONV and int(getattr(layer, "groups", 1)) != 1:
-            return f"'{node.name}' ({cls}) is a grouped convolution: its channels stay"
         if cls == "BatchNormalization" and int(
             layer.axis if np.ndim(layer.axis) == 0 else layer.axis[0]
         ) not in (
@@ -249,6 +251,8 @@ def _slice_weights(layer: Any, values: list[np.ndarray], cut: Mapping[str, np.nd
     """``layer``'s weights with the kept channels of ``cut`` ("out": output / own channels, "in": inputs)."""
     cls = type(layer).__name__
     out, inp = cut.get("out"), cut.get("in")
+    if cls in _CONV and int(getattr(layer, "groups", 1) or 1) > 1:
+        return _slice_grouped(layer, values, cut)
     if cls in _CONV or cls == "Dense":
         kernel = values[0]
         if inp is not None:
@@ -272,11 +276,58 @@ def _slice_weights(layer: Any, values: list[np.ndarray], cut: Mapping[str, np.nd
     raise PruningError(f"'{layer.name}' ({cls}) has no channel-pruning function in the Keras backend")
 
 
+def _grouped_parts(layer: Any, cut: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per kept group of a grouped convolution: its kept filters (global indices) and its kept
+    inputs (offsets inside the group). Every kept group keeps as many of each as the others."""
+    groups = int(layer.groups)
+    kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+    cin_g, cout = kernel_shape[-2], kernel_shape[-1]
+    cout_g = cout // groups
+    in_keep = np.asarray(cut.get("in", np.arange(cin_g * groups)))
+    out_keep = np.asarray(cut.get("out", np.arange(cout)))
+    rows: list[np.ndarray] = []
+    offsets: list[np.ndarray] = []
+    for g in range(groups):
+        ins = in_keep[(in_keep >= g * cin_g) & (in_keep < (g + 1) * cin_g)] - g * cin_g
+        outs = out_keep[(out_keep >= g * cout_g) & (out_keep < (g + 1) * cout_g)]
+        if len(ins) == 0 and len(outs) == 0:
+            continue
+        if len(ins) == 0 or len(outs) == 0:
+            raise PruningError(
+                f"grouped convolution '{layer.name}' (groups={groups}): group {g} would keep {len(ins)} inputs "
+                f"and {len(outs)} filters; a group keeps both or neither"
+            )
+        rows.append(outs)
+        offsets.append(ins)
+    if not rows:
+        raise PruningError(f"grouped convolution '{layer.name}' (groups={groups}) would keep no group")
+    if len({len(r) for r in rows}) != 1 or len({len(o) for o in offsets}) != 1:
+        raise PruningError(
+            f"grouped convolution '{layer.name}' (groups={groups}): the kept groups would differ in size "
+            f"(filters {[len(r) for r in rows]}, inputs {[len(o) for o in offsets]})"
+        )
+    return rows, offsets
+
+
+def _slice_grouped(layer: Any, values: list[np.ndarray], cut: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """A grouped Keras kernel ``[k..., C_in/groups, C_out]`` cut group by group (the output
+    channels of group ``g`` are ``g * C_out/groups ...``, its inputs read the same range)."""
+    rows, offsets = _grouped_parts(layer, cut)
+    kernel = values[0]
+    parts = [np.take(np.take(kernel, o, axis=-2), r, axis=-1) for r, o in zip(rows, offsets)]
+    kept = np.concatenate(rows)
+    return [np.concatenate(parts, axis=-1), *[np.take(v, kept, axis=-1) for v in values[1:]]]
+
+
 def _resized_config(layer: Any, cut: Mapping[str, np.ndarray]) -> dict[str, Any]:
     config = layer.get_config()
     out = cut.get("out")
     cls = type(layer).__name__
-    if out is not None and cls in _CONV:
+    if cut and cls in _CONV and int(getattr(layer, "groups", 1) or 1) > 1:
+        rows, _ = _grouped_parts(layer, cut)
+        config["groups"] = len(rows)
+        config["filters"] = sum(len(r) for r in rows)
+    elif out is not None and cls in _CONV:
         config["filters"] = len(out)
     elif out is not None and cls == "Dense":
         config["units"] = len(out)

@@ -12,9 +12,14 @@ The algorithms of NNCF 2.x's ``nncf.tensorflow`` on the backend-neutral core
   at the start of each epoch of ``fit``), ``sparsity_init`` applied at creation, frozen from
   ``sparsity_freeze_epoch`` on; ``normed_abs`` / ``abs`` importance, ``global`` / ``local`` mode;
 - ``rb_sparsity``: trainable mask logits (variables of the model, trained by the optimizer of
-  ``fit`` or of a custom loop); ``ctrl.loss()`` is a scalar TensorFlow tensor pulling the density
-  towards ``1 - level``; add it to the task loss (``model.add_loss`` is not needed: the callback
-  does nothing with it, pass it in a custom loop, or use ``ctrl.loss`` as a Keras loss term);
+  ``fit`` or of a custom loop), initialized as in NNCF (keep probability 0.99); ``ctrl.loss()``
+  is a scalar TensorFlow tensor pulling the density towards ``1 - level`` (NNCF's loss, p=0.05).
+  The compressed model carries that loss in ``model.losses`` (a regularizer of the first mask), so
+  ``fit`` minimizes it with no extra step (NNCF's ``model.add_loss(ctrl.loss)``, which Keras 3
+  refuses for functional models); in a custom loop add ``ctrl.loss()`` (or ``sum(model.losses)``,
+  not both). The logits learn ``compression_lr_multiplier`` times faster than the weights
+  (default ``RB_DEFAULT_LR_MULTIPLIER``): NNCF's rate suits ImageNet-length epochs, a few epochs
+  of a small data set would leave the masks where they started;
 - ``const_sparsity``: fixed masks ``1[w != 0]``: fine-tuning keeps the zeros.
 
 ``strip`` multiplies the masks into the kernels; the exported SavedModel / OpenVINO IR carries the
@@ -75,6 +80,11 @@ SPARSIFIABLE_KINDS = frozenset(
     }
 )
 RB_LOSS_SCALE = 0.05  # NNCF's p: a density 0.05 away from the target costs 1
+# Learning-rate factor of the RB mask logits when the config sets no compression_lr_multiplier.
+# The logits start at logit(0.99) = 4.6 (NNCF's init) and must cross 0 to prune a weight: at
+# Adam's 1e-3 that takes ~4,600 steps with a factor of 1 (fine over ImageNet epochs, hopeless
+# over a few epochs of a small data set); with this factor, ~100 steps.
+RB_DEFAULT_LR_MULTIPLIER = 50.0
 
 
 @dataclass(frozen=True)
@@ -141,21 +151,33 @@ class TFSparsityBuilder:
         self.section = section
         self.path = path
         self.algorithm = str(section.get("algorithm"))
-        if "compression_lr_multiplier" in section:
-            raise ConfigError(
-                [
-                    (
-                        f"{path}.compression_lr_multiplier",
-                        "not supported for Keras models: give the mask logits their own optimizer or learning rate",
-                    )
-                ]
-            )
+        self.lr_multiplier = self._lr_multiplier()
         self.params = (
             SparsityParams.from_section(section, path) if self.algorithm != "const_sparsity" else None
         )
         self.weights: list[SparsifiedWeight] = []
         self.masks: list[WeightMask] = []
         self.skipped: dict[str, str] = {}
+
+    def _lr_multiplier(self) -> float:
+        """``compression_lr_multiplier`` of the section, else of the config's top level, else the
+        default: the learning-rate factor of RB's mask logits (magnitude and const sparsity train
+        nothing of their own, so it changes nothing there, as in NNCF)."""
+        where = f"{self.path}.compression_lr_multiplier"
+        value = self.section.get("compression_lr_multiplier")
+        if value is None:
+            value = self.config.get("compression_lr_multiplier") if hasattr(self.config, "get") else None
+            where = "compression_lr_multiplier"
+        if value is None:
+            return RB_DEFAULT_LR_MULTIPLIER
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not np.isfinite(value)
+            or value <= 0
+        ):
+            raise ConfigError([(where, f"must be a positive number, got {value!r}")])
+        return float(value)
 
     def plan(self, graph: Graph, state: Mapping[str, Any] | None = None) -> dict[str, WeightMask]:
         """Node name -> its mask (the same mask for every use of a shared weight)."""
@@ -170,7 +192,11 @@ class TFSparsityBuilder:
         self.masks = []
         for w in self.weights:
             mask = WeightMask(
-                w.shape, kind, graph_name=f"{w.name}/sparsity_mask", name=safe_name(f"{w.name}/mask")
+                w.shape,
+                kind,
+                graph_name=f"{w.name}/sparsity_mask",
+                name=safe_name(f"{w.name}/mask"),
+                lr_multiplier=self.lr_multiplier if kind == "rb" else 1.0,
             )
             self.masks.append(mask)
             for n in w.nodes:
@@ -178,13 +204,23 @@ class TFSparsityBuilder:
         return by_node
 
     def get_state(self) -> dict[str, Any]:
-        return {"version": STATE_VERSION, "weights": [w.param for w in self.weights]}
+        state: dict[str, Any] = {"version": STATE_VERSION, "weights": [w.param for w in self.weights]}
+        if self.algorithm == "rb_sparsity":
+            state["lr_multiplier"] = self.lr_multiplier  # the variables hold logits / multiplier
+        return state
 
     def _check_state(self, state: Mapping[str, Any]) -> None:
         if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
             raise CompressionStateError(
                 f"{self.algorithm}: builder state {state!r} is not supported (expected version {STATE_VERSION})"
             )
+        if self.algorithm == "rb_sparsity":
+            saved_m = state.get("lr_multiplier", 1.0)
+            if not isinstance(saved_m, (int, float)) or saved_m <= 0:
+                raise CompressionStateError(
+                    f"{self.algorithm}: corrupt lr_multiplier {saved_m!r} in the state"
+                )
+            self.lr_multiplier = float(saved_m)  # the saved variables are logits / this factor
         saved, here = list(state.get("weights", [])), [w.param for w in self.weights]
         if saved != here:
             raise CompressionStateError(
@@ -200,23 +236,42 @@ class RBSparseLoss(CompressionLoss):
     def __init__(self, masks: list[WeightMask], mode: str = "global"):
         self.masks = list(masks)
         self.mode = mode
-        self.target = 1.0  # density
-        self.disabled = False
+        # variables, not Python values: a traced train step (``fit``) sees the scheduler's changes
+        self._target = tf.Variable(1.0, trainable=False, dtype=tf.float32)  # density
+        self._disabled = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+
+    @property
+    def target(self) -> float:
+        return float(self._target.numpy())
+
+    @target.setter
+    def target(self, value: float) -> None:
+        self._target.assign(float(value))
+
+    @property
+    def disabled(self) -> bool:
+        return bool(self._disabled.numpy() > 0.5)
+
+    @disabled.setter
+    def disabled(self, value: bool) -> None:
+        self._disabled.assign(1.0 if value else 0.0)
 
     def calculate(self, *args: Any, **kwargs: Any) -> tf.Tensor:
-        if self.disabled or not self.masks:
+        if not self.masks:
             return tf.constant(0.0)
 
         def ste(m: WeightMask) -> tf.Tensor:
-            soft = tf.sigmoid(m.mask)
+            soft = tf.sigmoid(m.logits)
             return tf.cast(soft > 0.5, soft.dtype) + (soft - tf.stop_gradient(soft))
 
         if self.mode == "local":
-            terms = [tf.square((tf.reduce_mean(ste(m)) - self.target) / RB_LOSS_SCALE) for m in self.masks]
-            return tf.add_n(terms) / len(terms)
-        kept = tf.add_n([tf.reduce_sum(ste(m)) for m in self.masks])
-        total = float(sum(int(np.prod(m.mask_shape)) for m in self.masks))
-        return tf.square((kept / total - self.target) / RB_LOSS_SCALE)
+            terms = [tf.square((tf.reduce_mean(ste(m)) - self._target) / RB_LOSS_SCALE) for m in self.masks]
+            value = tf.add_n(terms) / len(terms)
+        else:
+            kept = tf.add_n([tf.reduce_sum(ste(m)) for m in self.masks])
+            total = float(sum(int(np.prod(m.mask_shape)) for m in self.masks))
+            value = tf.square((kept / total - self._target) / RB_LOSS_SCALE)
+        return value * (1.0 - self._disabled)
 
     def get_state(self) -> dict[str, Any]:
         return {"target": self.target, "disabled": self.disabled}
@@ -254,6 +309,9 @@ class TFSparsityController:
         if self.algorithm_name == "rb_sparsity":
             self.loss: CompressionLoss = RBSparseLoss(self.masks, self.params.mode)
             self.loss.target = 1.0 - self._level
+            # fit() adds model.losses to the task loss: the RB loss rides on one mask's regularizer
+            loss = self.loss
+            self.masks[0].mask.regularizer = lambda _variable: loss.calculate()
         else:
             self.loss = _ZeroLoss()
         self.scheduler = make_sparsity_scheduler(self, self.params) if self.params is not None else None
@@ -428,7 +486,7 @@ class TFSparsityController:
         if self.algorithm_name == "const_sparsity":
             stats: Any = ConstSparsityStatistics(self.model_statistics())
         elif self.algorithm_name == "rb_sparsity":
-            probs = [tf.reduce_sum(tf.sigmoid(m.mask)).numpy() for m in self.masks]
+            probs = [tf.reduce_sum(tf.sigmoid(m.logits)).numpy() for m in self.masks]
             total = sum(int(np.prod(m.mask_shape)) for m in self.masks)
             stats = RBSparsityStatistics(
                 model_statistics=self.model_statistics(),
