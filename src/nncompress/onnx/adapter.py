@@ -1,9 +1,11 @@
 """The ONNX implementation of ``BackendAdapter``: QuantizeLinear/DequantizeLinear (QDQ) models.
 
 - ``build_graph``: ``graph_builder.build_graph`` (names, weights, biases: see there).
-- ``collect_statistics``: the tensors asked for become extra outputs of a private copy of the
-  model, run by ONNX Runtime once per calibration item; each tensor is reduced with
-  ``statistics.reduce_batch`` and pushed to its sinks at once (nothing per item is kept). In a
+- ``collect_statistics``: a private copy of the model gets, per tensor asked for, Reduce nodes
+  for the min / max / abs-max / mean requests (float32 tensors of known rank: ONNX Runtime hands
+  back a value or a channel vector) and an extra output for the rest (quantiles, raw tensors),
+  reduced with ``statistics.reduce_batch``; it runs once per calibration item and pushes every
+  value to its sinks at once (nothing per item is kept). In a
   model made by ``apply`` a statistic at a quantized tensor sees the tensor going *into* its
   QuantizeLinear (the pair is walked back).
 - ``apply``: a new ModelProto with a QuantizeLinear -> DequantizeLinear pair at every target
@@ -48,7 +50,7 @@ from nncompress.quantization.backend_api import StatisticRequest
 from nncompress.quantization.feeding import cast_input, describe_item
 from nncompress.quantization.params import QuantizerParams
 from nncompress.quantization.spec import Placement, QuantizationPoint, TargetPoint, TargetType
-from nncompress.quantization.statistics import reduce_batch
+from nncompress.quantization.statistics import ABS_MAX, MAX, MEAN, MIN, reduce_batch, reduction_axes
 
 PLACEMENT_METADATA_KEY = "nncompress.placement"
 
@@ -237,6 +239,95 @@ def _dequantize(idx: ModelIndex, dq: onnx.NodeProto) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
+# statistics reduced inside the graph
+# ---------------------------------------------------------------------------------------------
+_IN_GRAPH_REDUCERS = {MIN: "ReduceMin", MAX: "ReduceMax", ABS_MAX: "ReduceMax", MEAN: "ReduceMean"}
+
+
+@dataclass
+class _Reductions:
+    """What ``_add_reductions`` added: output tensor -> sinks, and the (tensor, request) it serves."""
+
+    sinks: dict[str, list[Callable[[np.ndarray], None]]]
+    requests: set[tuple[str, StatisticRequest]]
+
+
+def _add_reductions(
+    model: onnx.ModelProto,
+    by_tensor: Mapping[str, list[tuple[StatisticRequest, Callable[[np.ndarray], None]]]],
+    skip: set[str],
+) -> _Reductions:
+    """Append to ``model`` a Reduce node per distinct (tensor, reducer, axes) that
+    ``statistics.reduce_batch`` would compute on a float32 tensor of known rank >= 1 (the same
+    values; a mean accumulates in float32, ~1e-7 relative: a cast to float64 first made every
+    item several times slower). Tensors in ``skip`` (inputs, constants) are left out."""
+    done = _Reductions({}, set())
+    candidates = {
+        t: reqs
+        for t, reqs in by_tensor.items()
+        if t not in skip and any(r.reducer in _IN_GRAPH_REDUCERS for r, _ in reqs)
+    }
+    if not candidates:
+        return done
+    infos = tensor_infos(model)
+    opset = default_opset(model)
+    g = model.graph
+    used = {t for n in g.node for t in (*n.input, *n.output)} | {t.name for t in g.initializer}
+    used |= {v.name for v in (*g.input, *g.output)}
+    made: dict[tuple[str, str, tuple[int, ...]], str] = {}
+
+    def fresh(base: str) -> str:
+        name, k = base, 0
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        return name
+
+    for t, reqs in candidates.items():
+        info = infos.get(t)
+        if info is None or info.shape is None or info.dtype != "float32" or len(info.shape) == 0:
+            continue
+        rank = len(info.shape)
+        for req, sink in reqs:
+            if req.reducer not in _IN_GRAPH_REDUCERS:
+                continue
+            if req.keep_axis is not None and not -rank <= req.keep_axis < rank:
+                continue  # numpy raises the error naming the axis
+            axes = reduction_axes(rank, req.keep_axis)
+            key_ = (t, req.reducer, axes)
+            if key_ not in made:
+                made[key_] = _reduce_node(g, t, req.reducer, axes, opset, fresh)
+                done.sinks[made[key_]] = []
+            done.sinks[made[key_]].append(sink)
+            done.requests.add((t, req))
+    return done
+
+
+def _reduce_node(
+    g: onnx.GraphProto,
+    tensor: str,
+    reducer: str,
+    axes: tuple[int, ...],
+    opset: int,
+    fresh: Callable[[str], str],
+) -> str:
+    src = tensor
+    if reducer == ABS_MAX:
+        src = fresh(f"{tensor}/nncompress_abs")
+        g.node.append(onnx.helper.make_node("Abs", [tensor], [src], name=src))
+    out = fresh(f"{tensor}/nncompress_{reducer}")
+    op = _IN_GRAPH_REDUCERS[reducer]
+    if opset >= 18:  # axes became an input of every Reduce op in opset 18
+        axes_name = fresh(f"{out}_axes")
+        g.initializer.append(numpy_helper.from_array(np.asarray(axes, dtype=np.int64), axes_name))
+        g.node.append(onnx.helper.make_node(op, [src, axes_name], [out], name=out, keepdims=0))
+    else:
+        g.node.append(onnx.helper.make_node(op, [src], [out], name=out, keepdims=0, axes=list(axes)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # the adapter
 # ---------------------------------------------------------------------------------------------
 class Adapter:
@@ -300,17 +391,24 @@ class Adapter:
             by_tensor.setdefault(target_tensor(idx, request.target), []).append((request, sink))
         feeds = model_inputs(model)
         feed_names = {n for n, _ in feeds}
-        fetch = [t for t in by_tensor if t not in feed_names and not idx.is_constant(t)]
         constants = {
             t: idx.constant_value(t) for t in by_tensor if t not in feed_names and idx.is_constant(t)
         }
-
         run_model = onnx.ModelProto()
         run_model.CopyFrom(model)
+        # min, max, abs_max and mean of float32 tensors run in the graph (ONNX Runtime hands back
+        # a value or a channel vector); the rest come out whole and are reduced in numpy
+        reduced = _add_reductions(run_model, by_tensor, feed_names | set(constants))
+        whole = {
+            t: [(r, s) for r, s in reqs if (t, r) not in reduced.requests] for t, reqs in by_tensor.items()
+        }
+        whole = {t: reqs for t, reqs in whole.items() if reqs}
+        fetch = [t for t in whole if t not in feed_names and t not in constants] + list(reduced.sinks)
         present = {o.name for o in run_model.graph.output}
         for t in fetch:
             if t not in present:
                 run_model.graph.output.append(onnx.ValueInfoProto(name=t))
+                present.add(t)
         count = 0
         with inference_session(run_model, self.large_model_bytes, self.providers) as session:
             del run_model
@@ -324,7 +422,11 @@ class Adapter:
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
                 values: dict[str, np.ndarray] = dict(zip(fetch, outs))
-                for t, reqs in by_tensor.items():
+                for out, out_sinks in reduced.sinks.items():
+                    value = np.asarray(values[out])
+                    for sink in out_sinks:
+                        sink(value)
+                for t, reqs in whole.items():
                     x = values[t] if t in values else feed[t] if t in feed else constants[t]
                     x = np.asarray(x)
                     if x.dtype.kind != "f":

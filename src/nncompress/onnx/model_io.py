@@ -76,6 +76,9 @@ def inference_session(
     providers = providers or ["CPUExecutionProvider"]
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # statistics runs call the session item after item: idle worker threads that spin between
+    # calls burn a core (measured: EfficientNet-Lite0 PTQ CPU time 13 s -> 9 s, wall unchanged)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if has_unloaded_external_data(model):
         from nncompress.errors import GraphError
 

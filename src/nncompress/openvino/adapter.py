@@ -1,10 +1,12 @@
 """The OpenVINO implementation of ``BackendAdapter``: FakeQuantize models that run in INT8.
 
 - ``build_graph``: ``graph_builder.build_graph`` (names, weights, biases: see there).
-- ``collect_statistics``: a clone of the model gets a ``Result`` on every tensor asked for, is
-  compiled for the CPU with ``INFERENCE_PRECISION_HINT=f32`` (the CPU would otherwise run float
-  models in bf16) and run once per calibration item; every tensor is reduced with
-  ``statistics.reduce_batch`` and pushed to its sinks at once. In a model made by ``apply`` a
+- ``collect_statistics``: a clone of the model gets, per tensor asked for, ReduceMin / ReduceMax
+  / ReduceMean ops with a ``Result`` for the min / max / abs-max / mean requests (f32 tensors of
+  known rank; whole tensors copied out cost 2-3x per item) and a ``Result`` on the tensor for the
+  rest (reduced with ``statistics.reduce_batch``); it is compiled for the CPU with
+  ``INFERENCE_PRECISION_HINT=f32`` (the CPU would otherwise run float models in bf16) and run once
+  per calibration item, every value pushed to its sinks at once. In a model made by ``apply`` a
   statistic at a quantized tensor sees the tensor going *into* its FakeQuantize, and each
   inserted FakeQuantize runs as the float ops that define it: the CPU plugin's INT8 execution
   returns wrong values for some extra outputs inside INT8 regions (seen with OpenVINO 2026.4:
@@ -57,7 +59,7 @@ from nncompress.quantization.backend_api import StatisticRequest
 from nncompress.quantization.feeding import cast_input, describe_item
 from nncompress.quantization.params import QuantizerParams
 from nncompress.quantization.spec import Placement, QuantizationPoint, TargetPoint, TargetType
-from nncompress.quantization.statistics import RAW, reduce_batch
+from nncompress.quantization.statistics import ABS_MAX, MAX, MEAN, MIN, RAW, reduce_batch, reduction_axes
 
 F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 PLACEMENT_RT_INFO = ["nncompress", "placement"]
@@ -201,11 +203,26 @@ class Adapter:
             if op.get_type_name() == "FakeQuantize" and is_inserted(op):
                 _decompose_fake_quantize(op)
         first = len(run_model.outputs)
-        results = []
-        for i, (out, _) in enumerate(wanted):
-            r = ops.result(out)
+        # small reductions (min, max, abs_max, mean) run in the graph: the CPU plugin then hands
+        # back a value or a channel vector instead of the whole tensor; the rest come out whole
+        results: list[ov.Node] = []
+        fetch: list[tuple[bool, list]] = []  # per extra result: (reduced in graph?, its sinks)
+        for out, reqs in wanted:
+            whole, reduced = [], {}
+            for req, sink in reqs:
+                axes = _in_graph_axes(out, req)
+                if axes is None:
+                    whole.append((req, sink))
+                else:
+                    reduced.setdefault((req.reducer, axes), []).append(sink)
+            for (reducer, axes), sinks_ in reduced.items():
+                results.append(ops.result(_reduce(out, reducer, axes)))
+                fetch.append((True, sinks_))
+            if whole:
+                results.append(ops.result(out))
+                fetch.append((False, whole))
+        for i, r in enumerate(results):
             r.set_friendly_name(f"nncompress_statistic_{i}")
-            results.append(r)
         if results:
             run_model.add_results(results)
         compiled = core().compile_model(run_model, self.device, self.config)
@@ -222,9 +239,14 @@ class Adapter:
                 raise DatasetError(
                     f"OpenVINO failed on calibration item {count} ({describe_item(item)}): {type(exc).__name__}: {exc}"
                 ) from exc
-            for i, (_, reqs) in enumerate(wanted):
+            for i, (in_graph, targets) in enumerate(fetch):
                 x = request.get_output_tensor(first + i).data
-                for req, sink in reqs:
+                if in_graph:
+                    value = np.array(x, copy=True)
+                    for sink in targets:
+                        sink(value)
+                    continue
+                for req, sink in targets:
                     value = reduce_batch(x, req.reducer, req.keep_axis, req.q)
                     sink(np.array(value, copy=True) if req.reducer == RAW else value)
             count += 1
@@ -393,6 +415,35 @@ def _through_convert(node: ov.Node) -> ov.Node:
         if src.get_type_name() == "Constant" and len(node.output(0).get_target_inputs()) == 1:
             return src
     return node
+
+
+_IN_GRAPH_REDUCERS = frozenset({MIN, MAX, ABS_MAX, MEAN})
+
+
+def _in_graph_axes(out: ov.Output, req: StatisticRequest) -> tuple[int, ...] | None:
+    """The axes to reduce ``out`` over in the graph for ``req``, or None to reduce in numpy
+    (quantiles, raw tensors, non-f32 tensors, unknown or zero rank)."""
+    if req.reducer not in _IN_GRAPH_REDUCERS or out.get_element_type() != ov.Type.f32:
+        return None
+    rank = out.get_partial_shape().rank
+    if not rank.is_static or rank.get_length() == 0:
+        return None
+    n = rank.get_length()
+    if req.keep_axis is not None and not -n <= req.keep_axis < n:
+        return None  # numpy raises the error naming the axis
+    return reduction_axes(n, req.keep_axis)
+
+
+def _reduce(out: ov.Output, reducer: str, axes: tuple[int, ...]) -> ov.Node:
+    """``statistics.reduce_batch`` as OpenVINO ops (same values; the mean accumulates in f32)."""
+    ax = ops.constant(np.asarray(axes, dtype=np.int64))
+    if reducer == MIN:
+        return ops.reduce_min(out, ax, False)
+    if reducer == MAX:
+        return ops.reduce_max(out, ax, False)
+    if reducer == ABS_MAX:
+        return ops.reduce_max(ops.abs(out), ax, False)
+    return ops.reduce_mean(out, ax, False)
 
 
 def _decompose_fake_quantize(fq: ov.Node) -> None:

@@ -162,14 +162,20 @@ def _quantize_graph(
             model_type=model_type,
             progress=progress,
         )
-        params = min_max.apply(model, graph, adapter, calibration_dataset, placement)
-        quantized = adapter.apply(model, placement, params)
+        correction: Callable | None = None
+        companions = []
         if not advanced.disable_bias_correction:
-            correction: Callable = (
+            correction = (
                 FastBiasCorrection(subset_size=min(subset_size, 100), progress=progress)
                 if fast_bias_correction
                 else BiasCorrection(subset_size=min(subset_size, 100), progress=progress)
             )
+            if isinstance(correction, FastBiasCorrection):  # its float statistics: MinMax's pass
+                fp = correction.float_statistics(model, graph, adapter, calibration_dataset, placement)
+                companions = [fp] if fp is not None else []
+        params = min_max.apply(model, graph, adapter, calibration_dataset, placement, companions)
+        quantized = adapter.apply(model, placement, params)
+        if correction is not None:
             quantized = correction.apply(
                 model,
                 graph,

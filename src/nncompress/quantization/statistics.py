@@ -34,6 +34,7 @@ statistic is a per-sample statistic.
 
 from __future__ import annotations
 
+import itertools
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -562,6 +563,7 @@ class StatisticsCollector:
     def __init__(self) -> None:
         self._aggregators: dict[StatisticKey, Aggregator] = {}
         self._by_request: dict[StatisticRequest, list[Aggregator]] = {}
+        self._passes = 0  # collection passes that fed these aggregators
 
     def add(self, target: TargetPoint, spec: StatisticSpec, keep_axis: int | None = None) -> StatisticKey:
         key = StatisticKey(target, spec, keep_axis)
@@ -611,24 +613,81 @@ class StatisticsCollector:
         inputs: Iterable[Any],
         progress: ProgressFn | None = None,
         total: int | None = None,
+        companions: Sequence[tuple[StatisticsCollector, int | None]] = (),
     ) -> int:
-        """Run ``adapter.collect_statistics`` with these sinks; raise ``DatasetError`` on no data."""
-        if not self._by_request:
+        """Run ``adapter.collect_statistics`` with these sinks; raise ``DatasetError`` on no data.
+
+        ``companions`` are other collectors filled in the same pass (one model run per item for
+        every algorithm that observes the same model), each with the number of items it takes:
+        ``(collector, n)`` sees only the first ``n`` items (None: all), exactly what a separate
+        pass over ``n`` items would see.
+        """
+        own = self.sinks()
+        sinks = dict(own)
+        for other, limit in companions:
+            if other is self:
+                raise ValueError("a collector cannot be its own companion")
+            for request, sink in other.sinks().items():
+                bounded = sink if limit is None else _first_calls(sink, int(limit))
+                mine = sinks.get(request)
+                sinks[request] = bounded if mine is None else _fan_out_calls((mine, bounded))
+        if not sinks:
             return 0
-        stream = _counting(inputs, progress, total) if progress is not None else inputs
-        n = adapter.collect_statistics(model, stream, self.sinks())
+        stream = iter(_counting(inputs, progress, total) if progress is not None else inputs)
+        limits = [limit for _, limit in companions]
+        if limits and None not in limits and own:
+            # the companions stop after their items: the rest of the stream runs a model that
+            # computes only this collector's statistics (cheaper per item), same values
+            head = max(limits)
+            n = adapter.collect_statistics(model, itertools.islice(stream, head), sinks)
+            first = next(stream, _END) if n == head else _END
+            if first is not _END:
+                n += adapter.collect_statistics(model, itertools.chain([first], stream), own)
+        else:
+            n = adapter.collect_statistics(model, stream, sinks)
         if not n:
             raise DatasetError(
                 "The calibration dataset gave no inputs: statistics need at least one batch "
                 "(check the dataset and subset_size)"
             )
+        for c in (self, *(other for other, _ in companions)):
+            c._passes += 1
         return int(n)
+
+    @property
+    def collected(self) -> bool:
+        """True once a collection pass has fed this collector (alone or as a companion)."""
+        return self._passes > 0
 
 
 def _fan_out(aggs: Sequence[Aggregator]) -> Callable[[np.ndarray], None]:
     def sink(value: np.ndarray) -> None:
         for agg in aggs:
             agg.update(value)
+
+    return sink
+
+
+_END = object()
+
+
+def _first_calls(sink: Callable[[np.ndarray], None], limit: int) -> Callable[[np.ndarray], None]:
+    """``sink`` for its first ``limit`` calls, then a no-op (a backend calls each sink once per item)."""
+    seen = 0
+
+    def bounded(value: np.ndarray) -> None:
+        nonlocal seen
+        if seen < limit:
+            seen += 1
+            sink(value)
+
+    return bounded
+
+
+def _fan_out_calls(sinks: Sequence[Callable[[np.ndarray], None]]) -> Callable[[np.ndarray], None]:
+    def sink(value: np.ndarray) -> None:
+        for s in sinks:
+            s(value)
 
     return sink
 

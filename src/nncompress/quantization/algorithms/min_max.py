@@ -17,7 +17,8 @@ Pipeline (what ``nncompress.quantize`` runs between placement and ``adapter.appl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,8 +120,16 @@ class MinMaxQuantization:
 
     # -- the whole algorithm -------------------------------------------------------------------
     def calibrate(
-        self, model: Any, graph: Graph | None, adapter: Any, dataset_inputs: Any, placement: Placement
+        self,
+        model: Any,
+        graph: Graph | None,
+        adapter: Any,
+        dataset_inputs: Any,
+        placement: Placement,
+        companions: Sequence[tuple[StatisticsCollector, int | None]] = (),
     ) -> MinMaxResult:
+        """Ranges and parameters of every point; ``companions`` (other algorithms' collectors on
+        the same model, with how many items each takes) are filled in the same pass."""
         if not placement.points:
             raise QuantizationError("The placement has no quantizers: there is nothing to calibrate")
         if graph is not None:
@@ -129,16 +138,21 @@ class MinMaxQuantization:
         estimators: dict[TargetPoint, str] = {}
         num_samples = 0
 
-        if placement.activation_points:
+        if placement.activation_points or companions:
             collector, keys = self.statistic_plan(placement)
             make_inputs = input_factory(dataset_inputs, self.subset_size)
             total = calibration_iterations(dataset_inputs, self.subset_size)
+            limits = [n for _, n in companions]
+            if not placement.activation_points and limits and None not in limits:
+                # only the companions need this pass: no more items than the hungriest one takes
+                total = max(limits) if total is None else min(total, max(limits))
             num_samples = collector.collect(
                 adapter,
                 model,
-                make_inputs(),
+                _limited(make_inputs(), total),
                 progress=stage_progress(self.progress, "Statistics collection"),
                 total=total,
+                companions=companions,
             )
             for point in placement.activation_points:
                 values = {role: collector.result(key) for role, key in keys[point.target].items()}
@@ -159,10 +173,16 @@ class MinMaxQuantization:
         return MinMaxResult(params=params, ranges=ranges, estimators=estimators, num_samples=num_samples)
 
     def apply(
-        self, model: Any, graph: Graph | None, adapter: Any, dataset_inputs: Any, placement: Placement
+        self,
+        model: Any,
+        graph: Graph | None,
+        adapter: Any,
+        dataset_inputs: Any,
+        placement: Placement,
+        companions: Sequence[tuple[StatisticsCollector, int | None]] = (),
     ) -> dict[TargetPoint, QuantizerParams]:
         """``calibrate(...).params``: what ``adapter.apply(model, placement, params)`` takes."""
-        return self.calibrate(model, graph, adapter, dataset_inputs, placement).params
+        return self.calibrate(model, graph, adapter, dataset_inputs, placement, companions).params
 
     # -- helpers -------------------------------------------------------------------------------
     @staticmethod
@@ -190,3 +210,7 @@ class MinMaxQuantization:
                 f"The placement names nodes the graph '{graph.name}' does not have: {', '.join(missing[:5])}"
                 + (" ..." if len(missing) > 5 else "")
             )
+
+
+def _limited(items: Iterable[Any], n: int | None) -> Iterator[Any]:
+    return iter(items) if n is None else itertools.islice(items, n)

@@ -1,0 +1,73 @@
+"""Statistics reduced inside the OpenVINO model equal ``statistics.reduce_batch`` on the whole
+tensor, and fast bias correction reads its output means after the bias Add."""
+
+import numpy as np
+import pytest
+from backend_models import ConvNet, SeqMLP, build, calibration_data, to_openvino
+
+from nncompress.graph import op_kinds as K
+from nncompress.openvino import adapter as ov_adapter
+from nncompress.openvino.adapter import Adapter
+from nncompress.quantization.algorithms.fast_bias_correction import output_statistic_target
+from nncompress.quantization.spec import TargetPoint, TargetType
+from nncompress.quantization.statistics import ABS_MAX, MAX, MEAN, MIN, QUANTILE, RAW, request_for
+
+
+def _requests(graph):
+    out = []
+    for n in graph.nodes:
+        if n.kind not in (K.CONVOLUTION, K.RELU, K.MATMUL, K.ADD):
+            continue
+        tp = TargetPoint(TargetType.OUTPUT, n.name, 0)
+        for reducer in (MIN, MAX, ABS_MAX, MEAN):
+            for keep in (None, 1, -1):
+                out.append(request_for(tp, reducer, keep))
+        out.append(request_for(tp, QUANTILE, None, (0.1, 0.9)))  # stays in numpy
+        out.append(request_for(tp, RAW, 1))
+    return out
+
+
+def _collect(model, data, requests):
+    got = {r: [] for r in requests}
+    adapter = Adapter()
+    adapter.build_graph(model)
+    assert adapter.collect_statistics(model, iter(data), {r: got[r].append for r in requests}) == len(data)
+    return got
+
+
+@pytest.mark.parametrize("cls", [ConvNet, SeqMLP])
+def test_in_graph_reductions_equal_numpy(cls, monkeypatch):
+    model = to_openvino(build(cls))
+    data = calibration_data(build(cls), n=3, batch=2)
+    requests = _requests(Adapter().build_graph(model))
+    in_graph = _collect(model, data, requests)
+    monkeypatch.setattr(ov_adapter, "_in_graph_axes", lambda out, req: None)
+    reference = _collect(model, data, requests)
+    for r in requests:
+        assert len(in_graph[r]) == len(reference[r]) == len(data), r
+        for a, b in zip(in_graph[r], reference[r]):
+            assert np.shape(a) == np.shape(b), r
+            if r.reducer == MEAN:  # OpenVINO accumulates the mean in f32
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=str(r))
+            else:
+                np.testing.assert_array_equal(a, b, err_msg=str(r))
+
+
+def test_bias_correction_reads_the_output_after_the_bias_add():
+    model = to_openvino(build(ConvNet))
+    graph = Adapter().build_graph(model)
+    biased = [n for n in graph.nodes if n.has_weights and n.bias is not None]
+    assert biased
+    for node in biased:
+        tp = output_statistic_target(graph, node)
+        assert tp.node != node.name, node.name  # Convolution/MatMul -> Add(bias) in OpenVINO
+        assert graph.node(tp.node).op_type == "Add"
+        assert {e.src for e in graph.in_edges(tp.node)} == {node.name, node.bias}
+    # the shift fp - q is the same measured before or after the (shared) bias
+    data = calibration_data(build(ConvNet), n=2, batch=2)
+    node = biased[0]
+    before, after = TargetPoint(TargetType.OUTPUT, node.name, 0), output_statistic_target(graph, node)
+    got = _collect(model, data, [request_for(before, MEAN, 1), request_for(after, MEAN, 1)])
+    bias = Adapter().get_bias(model, node.name).ravel()
+    for a, b in zip(got[request_for(before, MEAN, 1)], got[request_for(after, MEAN, 1)]):
+        np.testing.assert_allclose(a + bias, b, rtol=1e-5, atol=1e-5)
