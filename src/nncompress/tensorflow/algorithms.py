@@ -48,10 +48,10 @@ from nncompress.config.effective import get_param
 from nncompress.config.nncf_config import NNCFConfig
 from nncompress.errors import CompressionStateError, ConfigError, GraphError, PruningError, QuantizationError
 from nncompress.graph import Graph
+from nncompress.pruning.controller_reports import PruningReports
 from nncompress.pruning.params import FilterPruningParams
 from nncompress.pruning.schedule import PruningSchedule, make_schedule
 from nncompress.pruning.selection import check_level
-from nncompress.pruning.statistics import FilterPruningStatistics, pruning_statistics
 from nncompress.quantization.spec import Placement, TargetType
 from nncompress.tensorflow.adapter import PLACEMENT_ATTRIBUTE, Adapter, _rank_at, make_fake_quantize, rebuild
 from nncompress.tensorflow.compression import (
@@ -402,7 +402,7 @@ class FilterPruningScheduler(BaseCompressionScheduler):
             self.controller._set_target_value(value, run_batchnorm_adaptation=True)
 
 
-class TFFilterPruningController(_TFControllerBase):
+class TFFilterPruningController(PruningReports, _TFControllerBase):
     """``filter_pruning`` of a Keras model: masks follow the schedule; ``strip``/``export_model``
     remove the channels for real (see the module docstring)."""
 
@@ -489,36 +489,6 @@ class TFFilterPruningController(_TFControllerBase):
 
     def disable_scheduler(self) -> None:
         self._scheduler.enabled = False
-
-    def compression_stage(self) -> CompressionStage:
-        value = self.compression_rate
-        if value <= 0.0:
-            return CompressionStage.UNCOMPRESSED
-        if value >= self.params.target - 1e-9:
-            return CompressionStage.FULLY_COMPRESSED
-        return CompressionStage.PARTIALLY_COMPRESSED
-
-    def pruning_statistics(self) -> FilterPruningStatistics:
-        e = self.engine
-        return pruning_statistics(
-            e.graph,
-            e.deps,
-            e.keep,
-            pruning_level=self.pruning_level,
-            target_level=self.params.pruning_target,
-            flops_target=self.params.pruning_flops_target,
-            notes=e.selection.notes,
-            original=e.original_cost,
-        )
-
-    def statistics(self, quickly_collected_only: bool = False) -> NNCFStatistics:
-        stats = NNCFStatistics()
-        stats.register(PRUNING, self.pruning_statistics())
-        return stats
-
-    def describe_groups(self) -> str:
-        """Which layers are pruned together and why; which are left out and why."""
-        return self.engine.deps.describe()
 
     def get_state(self) -> dict[str, Any]:
         return {

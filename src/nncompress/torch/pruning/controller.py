@@ -24,13 +24,13 @@ from typing import Any
 
 from torch import nn
 
-from nncompress.api.compression import BaseCompressionScheduler, CompressionStage, NNCFStatistics
+from nncompress.api.compression import BaseCompressionScheduler
 from nncompress.errors import CompressionStateError
+from nncompress.pruning.controller_reports import PruningReports
 from nncompress.pruning.params import ALGORITHM, FilterPruningParams
 from nncompress.pruning.record import PruningRecord
 from nncompress.pruning.schedule import PruningSchedule, make_schedule
 from nncompress.pruning.selection import check_level
-from nncompress.pruning.statistics import FilterPruningStatistics, pruning_statistics
 from nncompress.torch.algorithms.base import (
     BuildContext,
     PTCompressionAlgorithmController,
@@ -62,7 +62,7 @@ class FilterPruningScheduler(BaseCompressionScheduler):
             self.controller._set_target_value(value, run_batchnorm_adaptation=True)
 
 
-class FilterPruningController(PTCompressionAlgorithmController):
+class FilterPruningController(PruningReports, PTCompressionAlgorithmController):
     """Drives filter pruning of one wrapped model (see the module docstring)."""
 
     export_stripped = True  # the export is the stripped copy
@@ -165,36 +165,6 @@ class FilterPruningController(PTCompressionAlgorithmController):
         self._scheduler.enabled = False
 
     # -- reports --------------------------------------------------------------------------------
-    def compression_stage(self) -> CompressionStage:
-        value = self.compression_rate
-        if value <= 0.0:
-            return CompressionStage.UNCOMPRESSED
-        if value >= self.params.target - 1e-9:
-            return CompressionStage.FULLY_COMPRESSED
-        return CompressionStage.PARTIALLY_COMPRESSED
-
-    def pruning_statistics(self) -> FilterPruningStatistics:
-        engine = self.engine
-        return pruning_statistics(
-            engine.graph,
-            engine.deps,
-            engine.keep,
-            pruning_level=self.pruning_level,
-            target_level=self.params.pruning_target,
-            flops_target=self.params.pruning_flops_target,
-            notes=engine.selection.notes,
-            original=engine.original_cost,
-        )
-
-    def statistics(self, quickly_collected_only: bool = False) -> NNCFStatistics:
-        stats = NNCFStatistics()
-        stats.register(ALGORITHM, self.pruning_statistics())
-        return stats
-
-    def describe_groups(self) -> str:
-        """Which layers are pruned together and why; which are left out and why."""
-        return self.engine.deps.describe()
-
     def pruning_record(self) -> PruningRecord:
         """The JSON-serializable record of the removed channels (module path -> kept indices)."""
         return self.engine.record()
