@@ -31,6 +31,7 @@ from nncompress.errors import PruningError
 from nncompress.graph import Graph, Node
 from nncompress.pruning.channels import ChannelDependencies, analyze_channels
 from nncompress.pruning.cost import ModelCost, count_cost
+from nncompress.pruning.grouped import grouped_kept_parts
 from nncompress.pruning.importance import unit_importance
 from nncompress.pruning.params import FilterPruningParams
 from nncompress.pruning.selection import ChannelSelection, select_channels, select_for_flops
@@ -285,28 +286,7 @@ def _grouped_parts(layer: Any, cut: Mapping[str, np.ndarray]) -> tuple[list[np.n
     cout_g = cout // groups
     in_keep = np.asarray(cut.get("in", np.arange(cin_g * groups)))
     out_keep = np.asarray(cut.get("out", np.arange(cout)))
-    rows: list[np.ndarray] = []
-    offsets: list[np.ndarray] = []
-    for g in range(groups):
-        ins = in_keep[(in_keep >= g * cin_g) & (in_keep < (g + 1) * cin_g)] - g * cin_g
-        outs = out_keep[(out_keep >= g * cout_g) & (out_keep < (g + 1) * cout_g)]
-        if len(ins) == 0 and len(outs) == 0:
-            continue
-        if len(ins) == 0 or len(outs) == 0:
-            raise PruningError(
-                f"grouped convolution '{layer.name}' (groups={groups}): group {g} would keep {len(ins)} inputs "
-                f"and {len(outs)} filters; a group keeps both or neither"
-            )
-        rows.append(outs)
-        offsets.append(ins)
-    if not rows:
-        raise PruningError(f"grouped convolution '{layer.name}' (groups={groups}) would keep no group")
-    if len({len(r) for r in rows}) != 1 or len({len(o) for o in offsets}) != 1:
-        raise PruningError(
-            f"grouped convolution '{layer.name}' (groups={groups}): the kept groups would differ in size "
-            f"(filters {[len(r) for r in rows]}, inputs {[len(o) for o in offsets]})"
-        )
-    return rows, offsets
+    return grouped_kept_parts(f"grouped convolution '{layer.name}'", groups, cin_g, cout_g, in_keep, out_keep)
 
 
 def _slice_grouped(layer: Any, values: list[np.ndarray], cut: Mapping[str, np.ndarray]) -> list[np.ndarray]:

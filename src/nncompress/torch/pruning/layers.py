@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from nncompress.errors import PruningError
+from nncompress.pruning.grouped import grouped_kept_parts
 
 __all__ = ["LAYER_PRUNERS", "LayerPruner", "find_pruner", "register_layer_pruner"]
 
@@ -97,31 +98,13 @@ def _grouped_prune(m: nn.Module, keep: Keep) -> None:
     others (a group keeping neither is dropped, and ``groups`` shrinks)."""
     groups = m.groups
     cin_g, cout_g = m.in_channels // groups, m.out_channels // groups
-    all_in = torch.arange(m.in_channels)
-    all_out = torch.arange(m.out_channels)
-    in_keep = keep.get("in", all_in)
-    out_keep = keep.get("out", all_out)
-    rows: list[torch.Tensor] = []
-    offsets: list[torch.Tensor] = []
-    for g in range(groups):
-        ins = in_keep[(in_keep >= g * cin_g) & (in_keep < (g + 1) * cin_g)] - g * cin_g
-        outs = out_keep[(out_keep >= g * cout_g) & (out_keep < (g + 1) * cout_g)]
-        if len(ins) == 0 and len(outs) == 0:
-            continue
-        if len(ins) == 0 or len(outs) == 0:
-            raise PruningError(
-                f"grouped {type(m).__name__} (groups={groups}): group {g} would keep {len(ins)} inputs "
-                f"and {len(outs)} filters; a group keeps both or neither"
-            )
-        rows.append(outs)
-        offsets.append(ins)
-    if not rows:
-        raise PruningError(f"grouped {type(m).__name__} (groups={groups}) would keep no group")
-    if len({len(r) for r in rows}) != 1 or len({len(o) for o in offsets}) != 1:
-        raise PruningError(
-            f"grouped {type(m).__name__} (groups={groups}): the kept groups would differ in size "
-            f"(filters {[len(r) for r in rows]}, inputs {[len(o) for o in offsets]})"
-        )
+    in_keep = keep.get("in", torch.arange(m.in_channels))
+    out_keep = keep.get("out", torch.arange(m.out_channels))
+    np_rows, np_offsets = grouped_kept_parts(
+        f"grouped {type(m).__name__}", groups, cin_g, cout_g, in_keep.cpu().numpy(), out_keep.cpu().numpy()
+    )
+    rows = [torch.as_tensor(r, dtype=torch.long) for r in np_rows]
+    offsets = [torch.as_tensor(o, dtype=torch.long) for o in np_offsets]
     weight = m.weight.detach()
     parts = [
         weight.index_select(0, r.to(weight.device)).index_select(1, o.to(weight.device))
