@@ -218,6 +218,7 @@ def step_2_post_training_quantization() -> dict[str, Any]:
                 "name": f"{r['model']} {r['precision']}",
                 "median_ms": float(r["latency ms"]),
                 "precision": r["precision"],
+                "group": r["model"],  # speed-ups against the same model's FP32
             }
         )
     print()
