@@ -236,6 +236,6 @@ def plot_latency(data: dict[str, Any], out: str | Path) -> Path | None:
         ax.set_xscale("log")  # models of very different sizes: keep the small ones visible
         ax.set_xlim(min(v for v in values if v > 0) / 2, max(values) * 4)
     device = f", {data['device']}" if data.get("device") else ""
-    ax.set_title(f"Latency bars (median {unit}{device}; speed-up within each group)")
-    ax.set_xlabel(f"median latency ({unit})")
+    ax.set_title(f"Latency bars (median {unit}{device})")
+    ax.set_xlabel(f"median latency ({unit}); (speed-up over the first model of its group)")
     return _save(fig, out)
