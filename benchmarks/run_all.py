@@ -25,6 +25,7 @@ BENCHMARKS = [
     "ptq_onnx_openvino.py",
     "qat_torch.py",
     "pruning_torch.py",
+    "pruning_keras.py",
 ]
 
 
