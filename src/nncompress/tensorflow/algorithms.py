@@ -48,10 +48,9 @@ from nncompress.config.effective import get_param
 from nncompress.config.nncf_config import NNCFConfig
 from nncompress.errors import CompressionStateError, ConfigError, GraphError, PruningError, QuantizationError
 from nncompress.graph import Graph
-from nncompress.pruning.controller_reports import PruningReports
+from nncompress.pruning.controller_mixin import PruningControllerMixin
 from nncompress.pruning.params import FilterPruningParams
 from nncompress.pruning.schedule import PruningSchedule, make_schedule
-from nncompress.pruning.selection import check_level
 from nncompress.quantization.spec import Placement, TargetType
 from nncompress.tensorflow.adapter import PLACEMENT_ATTRIBUTE, Adapter, _rank_at, make_fake_quantize, rebuild
 from nncompress.tensorflow.compression import (
@@ -402,7 +401,7 @@ class FilterPruningScheduler(BaseCompressionScheduler):
             self.controller._set_target_value(value, run_batchnorm_adaptation=True)
 
 
-class TFFilterPruningController(PruningReports, _TFControllerBase):
+class TFFilterPruningController(PruningControllerMixin, _TFControllerBase):
     """``filter_pruning`` of a Keras model: masks follow the schedule; ``strip``/``export_model``
     remove the channels for real (see the module docstring)."""
 
@@ -436,56 +435,9 @@ class TFFilterPruningController(PruningReports, _TFControllerBase):
     def scheduler(self) -> CompressionScheduler:
         return self._scheduler
 
-    @property
-    def prune_flops(self) -> bool:
-        return self.params.pruning_flops_target is not None
-
-    @property
-    def pruning_level(self) -> float:
-        return self.engine.selection.level
-
-    @property
-    def current_flops(self) -> int:
-        return self.engine.cost().flops
-
-    @property
-    def current_params(self) -> int:
-        return self.engine.cost().params
-
-    @property
-    def flops_reduction(self) -> float:
-        original = self.engine.original_cost.flops
-        return 1.0 - self.current_flops / original if original else 0.0
-
-    def _set_target_value(self, value: float, run_batchnorm_adaptation: bool = False) -> None:
-        if self.prune_flops:
-            self.set_flops_reduction(value, run_batchnorm_adaptation)
-        else:
-            self.set_pruning_level(value, run_batchnorm_adaptation)
-
-    def set_pruning_level(self, pruning_level: float, run_batchnorm_adaptation: bool = False) -> None:
-        """Recompute the masks for ``pruning_level`` in [0, 1) from the current weights."""
-        level = check_level(pruning_level)
-        self.engine.apply(self.engine.select(level))
-        self._value = level if not self.prune_flops else self.flops_reduction
-        if run_batchnorm_adaptation:
-            self.ctx.run_batchnorm_adaptation()
-
-    def set_flops_reduction(self, reduction: float, run_batchnorm_adaptation: bool = False) -> None:
-        """Recompute the masks at the smallest level removing at least ``reduction`` of the FLOPs."""
-        reduction = check_level(reduction, "pruning_flops_target")
-        self.engine.apply(self.engine.select_flops(reduction))
-        self._value = reduction
-        if run_batchnorm_adaptation:
-            self.ctx.run_batchnorm_adaptation()
-
-    @property
-    def compression_rate(self) -> float:
-        return self.flops_reduction if self.prune_flops else self.pruning_level
-
-    @compression_rate.setter
-    def compression_rate(self, value: float) -> None:
-        self._set_target_value(value, run_batchnorm_adaptation=True)
+    def run_batchnorm_adaptation(self) -> int:
+        """Re-estimate BatchNorm statistics on the registered data (after the masks change)."""
+        return self.ctx.run_batchnorm_adaptation()
 
     def disable_scheduler(self) -> None:
         self._scheduler.enabled = False

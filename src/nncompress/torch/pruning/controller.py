@@ -26,11 +26,10 @@ from torch import nn
 
 from nncompress.api.compression import BaseCompressionScheduler
 from nncompress.errors import CompressionStateError
-from nncompress.pruning.controller_reports import PruningReports
+from nncompress.pruning.controller_mixin import PruningControllerMixin
 from nncompress.pruning.params import ALGORITHM, FilterPruningParams
 from nncompress.pruning.record import PruningRecord
 from nncompress.pruning.schedule import PruningSchedule, make_schedule
-from nncompress.pruning.selection import check_level
 from nncompress.torch.algorithms.base import (
     BuildContext,
     PTCompressionAlgorithmController,
@@ -62,7 +61,7 @@ class FilterPruningScheduler(BaseCompressionScheduler):
             self.controller._set_target_value(value, run_batchnorm_adaptation=True)
 
 
-class FilterPruningController(PruningReports, PTCompressionAlgorithmController):
+class FilterPruningController(PruningControllerMixin, PTCompressionAlgorithmController):
     """Drives filter pruning of one wrapped model (see the module docstring)."""
 
     export_stripped = True  # the export is the stripped copy
@@ -98,60 +97,7 @@ class FilterPruningController(PruningReports, PTCompressionAlgorithmController):
         """LeGR's learned ``(scale, shift)`` per pruned layer (None with the plain ranking)."""
         return self.engine.ranking_coeffs
 
-    # -- level ----------------------------------------------------------------------------------
-    @property
-    def prune_flops(self) -> bool:
-        return self.params.pruning_flops_target is not None
-
-    @property
-    def pruning_level(self) -> float:
-        """The current pruning level (fraction of filters of each group removed)."""
-        return self.engine.selection.level
-
-    @property
-    def current_flops(self) -> int:
-        return self.engine.cost().flops
-
-    @property
-    def current_params(self) -> int:
-        return self.engine.cost().params
-
-    def _set_target_value(self, value: float, run_batchnorm_adaptation: bool = False) -> None:
-        if self.prune_flops:
-            self.set_flops_reduction(value, run_batchnorm_adaptation)
-        else:
-            self.set_pruning_level(value, run_batchnorm_adaptation)
-
-    def set_pruning_level(self, pruning_level: float, run_batchnorm_adaptation: bool = False) -> None:
-        """Recompute the masks for ``pruning_level`` in [0, 1) (ConfigError otherwise)."""
-        level = check_level(pruning_level)
-        self.engine.apply(self.engine.select(level))
-        self._value = level if not self.prune_flops else self.flops_reduction
-        if run_batchnorm_adaptation:
-            self.run_batchnorm_adaptation()
-
-    def set_flops_reduction(self, reduction: float, run_batchnorm_adaptation: bool = False) -> None:
-        """Recompute the masks at the smallest level removing at least ``reduction`` of the FLOPs."""
-        reduction = check_level(reduction, "pruning_flops_target")
-        self.engine.apply(self.engine.select_flops(reduction))
-        self._value = reduction
-        if run_batchnorm_adaptation:
-            self.run_batchnorm_adaptation()
-
-    @property
-    def flops_reduction(self) -> float:
-        original = self.engine.original_cost.flops
-        return 1.0 - self.current_flops / original if original else 0.0
-
-    @property
-    def compression_rate(self) -> float:
-        """The pruning level, or the FLOPs reduction when ``pruning_flops_target`` is set."""
-        return self.flops_reduction if self.prune_flops else self.pruning_level
-
-    @compression_rate.setter
-    def compression_rate(self, value: float) -> None:
-        self._set_target_value(value, run_batchnorm_adaptation=True)
-
+    # -- level: see PruningControllerMixin; BatchNorm adaptation after a level change ------------
     def run_batchnorm_adaptation(self) -> int:
         """Re-estimate BatchNorm statistics with the config's ``BNAdaptationInitArgs`` (if any)."""
         if self._bn_adaptation is None:
