@@ -48,6 +48,15 @@ def _data_input(ctx: Propagation, node: Node, port: int = 0) -> RuleInput | None
     return None
 
 
+def _mapped_input(ctx: Propagation, node: Node) -> RuleInput | None:
+    """The data input if it carries channels; otherwise None, with the node's outputs set to none."""
+    inp = _data_input(ctx, node)
+    if inp is None or inp.map is None:
+        ctx.set_all_outputs(node, None)
+        return None
+    return inp
+
+
 def _fix_other_inputs(ctx: Propagation, node: Node, keep_port: int, why: str) -> None:
     for inp in ctx.inputs(node):
         if inp.port != keep_port:
@@ -369,9 +378,8 @@ def _rule_over_axis(what: str) -> Rule:
     """Softmax, L2 normalization: channel-wise ops along ``axis``; fixed when that is the channel axis."""
 
     def rule(ctx: Propagation, node: Node) -> None:
-        inp = _data_input(ctx, node)
-        if inp is None or inp.map is None:
-            ctx.set_all_outputs(node, None)
+        inp = _mapped_input(ctx, node)
+        if inp is None:
             return
         rank = len(inp.shape) if inp.shape is not None else None
         axes = _axes_attr(node, rank)
@@ -383,9 +391,8 @@ def _rule_over_axis(what: str) -> Rule:
 
 
 def _rule_reduce(ctx: Propagation, node: Node) -> None:
-    inp = _data_input(ctx, node)
-    if inp is None or inp.map is None:
-        ctx.set_all_outputs(node, None)
+    inp = _mapped_input(ctx, node)
+    if inp is None:
         return
     rank = len(inp.shape) if inp.shape is not None else None
     axes = _axes_attr(node, rank)
@@ -542,9 +549,8 @@ def _rule_reshape(ctx: Propagation, node: Node) -> None:
 
 
 def _rule_transpose(ctx: Propagation, node: Node) -> None:
-    inp = _data_input(ctx, node)
-    if inp is None or inp.map is None:
-        ctx.set_all_outputs(node, None)
+    inp = _mapped_input(ctx, node)
+    if inp is None:
         return
     rank = len(inp.shape) if inp.shape is not None else None
     dims = node.attrs.get("dims")
@@ -586,9 +592,8 @@ def _split_index(text: str) -> list[str] | None:
 
 
 def _rule_getitem(ctx: Propagation, node: Node) -> None:
-    inp = _data_input(ctx, node)
-    if inp is None or inp.map is None:
-        ctx.set_all_outputs(node, None)
+    inp = _mapped_input(ctx, node)
+    if inp is None:
         return
     cmap = inp.map
     out_shape = ctx.out_shape(node)
@@ -638,9 +643,8 @@ def _rule_getitem(ctx: Propagation, node: Node) -> None:
 
 
 def _rule_split(ctx: Propagation, node: Node) -> None:
-    inp = _data_input(ctx, node)
-    if inp is None or inp.map is None:
-        ctx.set_all_outputs(node, None)
+    inp = _mapped_input(ctx, node)
+    if inp is None:
         return
     rank = len(inp.shape) if inp.shape is not None else None
     axes = _axes_attr(node, rank)
@@ -660,9 +664,8 @@ def _rule_same_shape(what: str) -> Rule:
     """Broadcast, tile, pad, interpolate: fine while the channel dimension keeps its size and place."""
 
     def rule(ctx: Propagation, node: Node) -> None:
-        inp = _data_input(ctx, node)
-        if inp is None or inp.map is None:
-            ctx.set_all_outputs(node, None)
+        inp = _mapped_input(ctx, node)
+        if inp is None:
             return
         out_shape = ctx.out_shape(node)
         cmap = inp.map
