@@ -252,10 +252,22 @@ class TFCompressionContext:
                 )
 
 
-def export_stripped(
-    ctx: TFCompressionContext, save_path: str | Path, save_format: str | None, extra: tuple
+def _strip_through_context(self: Any, model: keras.Model | None = None, do_copy: bool = True) -> keras.Model:
+    """The inference model: always a new Keras model rebuilt by the context (see the module
+    docstring), whatever ``model`` and ``do_copy`` say."""
+    return self.ctx.strip()
+
+
+def _export_through_context(
+    self: Any,
+    save_path: str | Path,
+    save_format: str | None = None,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    model_args: tuple | None = None,
 ) -> Path:
-    return export_keras_model(ctx.strip(), save_path, save_format, *extra)
+    """Write the stripped model (``tf`` SavedModel, ``keras``, ``h5`` or OpenVINO ``.xml``)."""
+    return export_keras_model(self.ctx.strip(), save_path, save_format, input_names, output_names, model_args)
 
 
 class _TFControllerBase(CompressionAlgorithmController):
@@ -272,20 +284,8 @@ class _TFControllerBase(CompressionAlgorithmController):
     def name(self) -> str:
         return self.algorithm_name
 
-    def strip_model(self, model: keras.Model, do_copy: bool = False) -> keras.Model:
-        """The inference model (a new Keras model whatever ``do_copy`` says: see the module docstring)."""
-        return self.ctx.strip()
-
-    def export_model(
-        self,
-        save_path: str | Path,
-        save_format: str | None = None,
-        input_names: list[str] | None = None,
-        output_names: list[str] | None = None,
-        model_args: tuple | None = None,
-    ) -> Path:
-        """Write the stripped model (``tf`` SavedModel, ``keras``, ``h5`` or OpenVINO ``.xml``)."""
-        return export_stripped(self.ctx, save_path, save_format, (input_names, output_names, model_args))
+    strip_model = _strip_through_context
+    export_model = _export_through_context
 
     def get_compression_state(self) -> dict[str, Any]:
         return {
@@ -477,21 +477,9 @@ class TFCompositeCompressionController(CompositeCompressionAlgorithmController):
     def _zero_loss(self) -> Any:
         return tf.constant(0.0)
 
-    def strip_model(self, model: keras.Model, do_copy: bool = False) -> keras.Model:
-        return self.ctx.strip()
-
-    def strip(self, do_copy: bool = True) -> keras.Model:
-        return self.ctx.strip()
-
-    def export_model(
-        self,
-        save_path: str | Path,
-        save_format: str | None = None,
-        input_names: list[str] | None = None,
-        output_names: list[str] | None = None,
-        model_args: tuple | None = None,
-    ) -> Path:
-        return export_stripped(self.ctx, save_path, save_format, (input_names, output_names, model_args))
+    strip_model = _strip_through_context
+    strip = _strip_through_context
+    export_model = _export_through_context
 
     @property
     def compression_rate(self) -> float:
@@ -709,15 +697,5 @@ class _TFQuantizationPart(TFQuantizationController):
 
     ctx: TFCompressionContext
 
-    def strip_model(self, model: keras.Model, do_copy: bool = False) -> keras.Model:
-        return self.ctx.strip()
-
-    def export_model(
-        self,
-        save_path: str | Path,
-        save_format: str | None = None,
-        input_names: list[str] | None = None,
-        output_names: list[str] | None = None,
-        model_args: tuple | None = None,
-    ) -> Path:
-        return export_stripped(self.ctx, save_path, save_format, (input_names, output_names, model_args))
+    strip_model = _strip_through_context
+    export_model = _export_through_context
