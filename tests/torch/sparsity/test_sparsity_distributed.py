@@ -7,22 +7,14 @@ random generator of rank 0, so RB samples the same masks everywhere.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
-import torch.distributed as dist
+from ddp_harness import GLOO_AVAILABLE, process_group, run_ranks
 
 WORLD = 2
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, world: int, out_dir: str) -> None:
     import torch.nn.functional as F
     from qat_digits import DigitsCNN, digits_tensors, loader
     from torch.nn.parallel import DistributedDataParallel
@@ -30,9 +22,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from nncompress import NNCFConfig
     from nncompress.torch import create_compressed_model
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
+    with process_group(rank, world, out_dir):
         x_tr, y_tr, _, _ = digits_tensors()
         xs, ys = x_tr[rank::world], y_tr[rank::world]
         config = NNCFConfig.from_dict(
@@ -86,19 +76,12 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             },
             f"{out_dir}/rank{rank}.pt",
         )
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.distributed
-@pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo"
-)
+@pytest.mark.skipif(not GLOO_AVAILABLE, reason="needs torch.distributed with gloo")
 def test_ddp_ranks_keep_equal_masks(tmp_path):
-    import torch.multiprocessing as mp
-
-    mp.spawn(_worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    ranks = run_ranks(_worker, WORLD, tmp_path)
     s0, s1 = ranks[0]["state"], ranks[1]["state"]
     masks = [k for k in s0 if k.endswith("binary_mask") or k.endswith(".mask")]
     assert len(masks) == 3
