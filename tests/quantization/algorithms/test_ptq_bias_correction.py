@@ -50,8 +50,9 @@ def _output_means(adapter, model, batches, targets):
 @pytest.fixture
 def mlp(fake):
     rng = np.random.default_rng(1)
-    w1, b1 = rng.normal(size=(8, 5)), rng.normal(size=8) + 1.0
-    w2, b2 = rng.normal(size=(3, 8)) * 0.5, rng.normal(size=3) + 1.0
+    # biases away from 0: the shifts stay within the threshold on every channel
+    w1, b1 = rng.normal(size=(8, 5)), np.abs(rng.normal(size=8)) + 1.0
+    w2, b2 = rng.normal(size=(3, 8)) * 0.5, np.abs(rng.normal(size=3)) + 1.0
     model = fake.build_mlp(w1, b1, w2, b2)
     batches = [(rng.normal(size=(16, 5)) + 2.0).astype(np.float32) for _ in range(8)]
     adapter = fake.Adapter()
@@ -113,6 +114,22 @@ def test_threshold_skips_and_keeps_bias(mlp):
     fbc.correct(model, model.graph, adapter, batches, quantized_model=quantized, placement=placement)
     assert not any(r.applied for r in fbc.records)
     assert "threshold" in fbc.records[0].reason
+    np.testing.assert_array_equal(quantized.params["fc1.bias"], b1)
+
+
+@pytest.mark.parametrize("small", [0.0, 1e-3])
+def test_one_channel_over_the_threshold_leaves_the_whole_layer_alone(mlp, small):
+    """NNCF's rule: the largest per-channel |shift / bias| decides, and a zero bias entry never
+    passes. A channel that is ~0 in the bias gets no correction, nor do the other channels."""
+    model, adapter, batches, placement, quantized = mlp
+    quantized.params["fc1.bias"][3] = small
+    b1 = quantized.params["fc1.bias"].copy()
+    fbc = FastBiasCorrection()
+    fbc.correct(model, model.graph, adapter, batches, quantized_model=quantized, placement=placement)
+    rec = {r.node: r for r in fbc.records}
+    assert not rec["fc1"].applied and rec["fc2"].applied
+    assert rec["fc1"].magnitude > 2.0
+    assert ("zero entry" if small == 0 else "threshold (2)") in rec["fc1"].reason
     np.testing.assert_array_equal(quantized.params["fc1.bias"], b1)
 
 

@@ -18,9 +18,13 @@ is observed before the layer's own input quantizer (at that quantizer's target p
 layer's correction covers its input quantizer and its weight quantizer. Set
 ``compensate_input_shift=False`` for the plain ``bias += fp_out - q_out``.
 
-A correction is applied only when ``||shift|| / ||bias|| <= threshold`` (default 2.0, as NNCF's
-fast bias correction): a relative change larger than that means the statistics are not reliable
-(too few samples, a layer whose bias is ~0) and the layer is left alone, with the reason recorded.
+A correction is applied only when every channel's relative change ``|shift / bias|`` is below
+``threshold`` (default 2.0), and never to a bias with a zero entry: NNCF's rule. A larger change
+means the mean shift is not a small drift but the output of a clipped or rarely active channel
+(a quantizer whose range the calibration data did not cover, a channel that is ~0 on most
+items), where moving the bias helps the average item and hurts the rare ones that matter. An
+earlier, looser rule (``||shift|| / ||bias||``) cost 2.6 dB SQNR on EfficientNet-Lite0 and 0.7 dB
+on silero-vad (``benchmarks/ptq_onnx_openvino.py``). Skipped layers are recorded with the reason.
 ``BiasCorrection`` (bias_correction.py) is the slower variant that re-measures after each level of
 layers.
 """
@@ -56,13 +60,13 @@ class BiasCorrectionRecord:
     node: str
     applied: bool
     reason: str = ""
-    magnitude: float = 0.0  # ||shift|| / ||bias||
+    magnitude: float = 0.0  # max over channels of |shift / bias|
     shift: np.ndarray | None = None
 
     def __str__(self) -> str:
         state = "corrected" if self.applied else "skipped"
         why = f" ({self.reason})" if self.reason else ""
-        return f"{self.node}: {state}, |shift|/|bias| = {self.magnitude:.3g}{why}"
+        return f"{self.node}: {state}, max |shift / bias| = {self.magnitude:.3g}{why}"
 
 
 def bias_correction_report(records: list[BiasCorrectionRecord]) -> str:
@@ -89,14 +93,19 @@ def apply_bias_shift(
         shift = shift.reshape(bias.shape)
     if not np.all(np.isfinite(shift)):
         return BiasCorrectionRecord(node, False, "the output statistics are not finite", shift=shift)
-    shift_norm = float(np.linalg.norm(shift))
-    if shift_norm == 0.0:
+    if not np.any(shift):
         return BiasCorrectionRecord(node, False, "no shift measured", 0.0, shift)
-    bias_norm = float(np.linalg.norm(bias.astype(np.float64)))
-    magnitude = shift_norm / bias_norm if bias_norm > 0 else float("inf")
-    if magnitude > threshold:
+    b = bias.astype(np.float64)
+    if not np.all(b):
+        return BiasCorrectionRecord(node, False, "the bias has a zero entry", float("inf"), shift)
+    magnitude = float(np.max(np.abs(shift / b)))
+    if not magnitude < threshold:
         return BiasCorrectionRecord(
-            node, False, f"shift too large relative to the bias (threshold {threshold:g})", magnitude, shift
+            node,
+            False,
+            f"a channel would change by threshold ({threshold:g}) times its bias or more",
+            magnitude,
+            shift,
         )
     adapter.set_bias(model, node, (bias.astype(np.float64) + shift).astype(bias.dtype))
     return BiasCorrectionRecord(node, True, note, magnitude, shift)
