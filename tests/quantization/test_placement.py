@@ -487,3 +487,57 @@ def test_every_point_has_a_reason_and_report_lists_skipped():
     assert "Not quantized:" in report and "multihead_attention_output" in report
     d = pl.to_dict()
     assert len(d["points"]) == len(pl.points)
+
+
+# -- the model's tail (quantize_tail) and recurrent ops without constant weights ----------------
+def conv_sigmoid_mean_head():
+    """conv -> relu -> conv -> sigmoid -> ReduceMean -> out, and a state-like Add to a second out."""
+    b = GB()
+    x = b.inp()
+    c1 = b.conv("conv1", x, in_ch=3)
+    r1 = b.op("Relu", "relu1", c1)
+    c2 = b.conv("conv2", r1)
+    s = b.op("Sigmoid", "sigmoid", c2)
+    m = b.op("ReduceMean", "mean", s)
+    b.out(m)
+    add = b.op("Add", "state_add", r1, b.inp("state"))
+    b.out(add, "state_out")
+    return b.g
+
+
+def test_tail_after_the_last_weighted_op_stays_float_when_asked():
+    g = conv_sigmoid_mean_head()
+    nncf_like = place_quantizers(g, CPU)  # quantize_tail=True: NNCF's placement
+    assert {p.target.node for p in act_points(nncf_like)} == {"x", "relu1", "sigmoid", "state"}
+    assert at(nncf_like, "relu1").consumers == (("conv2", 0), ("state_add", 0))
+    ours = place_quantizers(g, CPU, quantize_tail=False)
+    targets = {p.target for p in act_points(ours)}
+    # the conv inputs stay quantized; nothing after conv2 or on the state Add, which now reads
+    # relu1 in float, so conv2 gets its own input quantizer
+    assert targets == {TargetPoint(TargetType.OUTPUT, "x"), TargetPoint(TargetType.INPUT, "conv2", 0)}
+    for name in ("mean", "state_add"):
+        assert "after the last weighted op" in ours.skipped[name]
+    assert len(ours.weight_points) == len(nncf_like.weight_points) == 2
+
+
+def test_tail_rule_keeps_a_graph_without_weighted_ops():
+    b = GB()
+    a, c = b.inp("a"), b.inp("c")
+    b.out(b.op("Add", "add", a, c))
+    pl = place_quantizers(b.g, CPU, quantize_tail=False)
+    assert {p.target.node for p in act_points(pl)} == {"a", "c"}
+
+
+@pytest.mark.parametrize("constant_weights", [True, False])
+def test_lstm_inputs_are_quantized_only_with_constant_weights(constant_weights):
+    b = GB()
+    x, h = b.inp("x", (1, 4, 16)), b.inp("h", (1, 1, 32))
+    weights = {2: WeightInfo("lstm.W", (1, 128, 16)), 3: WeightInfo("lstm.R", (1, 128, 32))}
+    b.op("LSTMSequence", "lstm", x, h, weights=weights if constant_weights else None)
+    b.out("lstm")
+    if constant_weights:
+        pl = place_quantizers(b.g, CPU)
+        assert {p.target.node for p in act_points(pl)} == {"x", "h"} and len(pl.weight_points) == 2
+    else:
+        with pytest.raises(QuantizationError, match="weights are computed in the graph"):
+            place_quantizers(b.g, CPU)

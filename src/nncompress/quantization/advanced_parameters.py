@@ -84,3 +84,5 @@ class AdvancedQuantizationParameters:
     backend_params: dict = field(default_factory=dict)
     # ours: progress bars during calibration and bias correction
     show_progress: bool = True
+    # ours: True quantizes the ops after the last weighted op as NNCF does (placement.py docstring)
+    quantize_tail: bool = False

@@ -54,6 +54,18 @@ Unified scales
 Always (as NNCF)
     the convolutions of a squeeze-and-excitation block, ``Equal -> LogicalNot`` and GRU with
     ``linear_before_reset`` are left in float.
+Recurrent ops without constant weights (ours)
+    an LSTM/GRU whose weights are computed in the graph (silero-vad slices and concatenates
+    them) cannot run in INT8, so its activation inputs get no quantizers either.
+The model's tail (``quantize_tail=False``, ours; ``nncompress.quantize``'s default)
+    ops after the last weighted op (Convolution, MatMul, Embedding, LSTM/GRU), from which only
+    model outputs are reachable, get no input quantizers: an INT8 Add, ReduceMean or pool there
+    saves nothing measurable, and its quantizer adds error right at the output, where the
+    calibration range is often least representative (silero-vad's speech probability: a mean of
+    per-item maxima that clips the rare speech frames; a detector's box decoding). NNCF quantizes
+    them (``quantize_tail=True``, the default of ``place_quantizers`` and of training-time
+    quantization, whose checkpoints follow NNCF's placement). A graph with no weighted op keeps
+    its quantizers.
 
 Example::
 
@@ -228,6 +240,7 @@ class _Placer:
         self.scope_overrides = _parse_scope_overrides(opts["overrides"], graph)
         self.quantize_inputs: bool = opts["quantize_inputs"]
         self.quantize_outputs: bool = opts["quantize_outputs"]
+        self.quantize_tail: bool = opts["quantize_tail"]
         wpc = opts["weights_per_channel"]
         self.weights_per_channel: bool = rules.weights_per_channel if wpc is None else bool(wpc)
         self.activations_per_channel: bool = opts["activations_per_channel"]
@@ -316,7 +329,31 @@ class _Placer:
                 )
             if node.kind == op_kinds.GRU and node.attrs.get("linear_before_reset"):
                 ignored.setdefault(node.name, "GRUSequence with linear_before_reset stays in float (as NNCF)")
+        if not self.quantize_tail:
+            for name in self._tail():
+                ignored.setdefault(
+                    name,
+                    "after the last weighted op, on the way to the outputs: left in float (quantize_tail)",
+                )
         return ignored
+
+    def _tail(self) -> list[str]:
+        """Ops from which no weighted op is reachable (nothing, when the graph has no weighted op)."""
+        feeds_compute: dict[str, bool] = {}
+        for node in reversed(self.topo):
+            feeds_compute[node.name] = any(
+                self._node(e.dst).kind in op_kinds.WEIGHTED_KINDS or feeds_compute[e.dst]
+                for e in self.graph.out_edges(node.name)
+            )
+        if not any(n.kind in op_kinds.WEIGHTED_KINDS for n in self.topo):
+            return []
+        return [
+            n.name
+            for n in self.topo
+            if not feeds_compute[n.name]
+            and n.kind not in op_kinds.WEIGHTED_KINDS
+            and n.kind != op_kinds.OUTPUT
+        ]
 
     # -- weights ---------------------------------------------------------------------------
     def _place_weights(self) -> None:
@@ -438,6 +475,13 @@ class _Placer:
                 continue
             if name in self.ignored:
                 self._skip(name, self.ignored[name])
+                continue
+            if node.kind in (op_kinds.LSTM, op_kinds.GRU) and not node.weights:
+                self._skip(
+                    name,
+                    f"{_describe(node)}: its weights are computed in the graph, not constants, so it "
+                    "has no INT8 kernel; its inputs stay float",
+                )
                 continue
             members = group.nodes if group is not None else (name,)
             origin_suffix = ""
@@ -685,6 +729,7 @@ def place_quantizers(
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
     quantize_inputs: bool = True,
     quantize_outputs: bool = False,
+    quantize_tail: bool = True,
     weights_per_channel: bool | None = None,
     activations_per_channel: bool = False,
     weight_bits: int = 8,
@@ -716,6 +761,7 @@ def place_quantizers(
         overrides=overrides,
         quantize_inputs=quantize_inputs,
         quantize_outputs=quantize_outputs,
+        quantize_tail=quantize_tail,
         weights_per_channel=weights_per_channel,
         activations_per_channel=activations_per_channel,
         weight_bits=weight_bits,

@@ -79,6 +79,7 @@ def _placement_for(graph, target_device, preset, model_type, ignored_scope, adva
         model_type=ModelType(model_type) if model_type is not None else None,
         ignored_scope=ignored_scope,
         quantize_outputs=advanced.quantize_outputs,
+        quantize_tail=advanced.quantize_tail,
         activations=advanced.activations_quantization_params,
         weights=advanced.weights_quantization_params,
     )
