@@ -227,7 +227,7 @@ def test_max_num_iterations_bounds_the_reverts_and_undone_ones_count():
 
 def test_unsupported_restore_mode_is_refused():
     from nncompress.errors import QuantizationError
-    from nncompress.quantization.accuracy_control import RestoreMode
+    from nncompress.quantization.advanced_parameters import RestoreMode  # NNCF's import path
 
     with pytest.raises(QuantizationError, match="restore_mode=only_activations"):
         _control_table(INTERACTING, max_drop=0.1, restore_mode=RestoreMode.ONLY_ACTIVATIONS)

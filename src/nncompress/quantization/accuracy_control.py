@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import warnings
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,11 @@ from nncompress.data import Dataset
 from nncompress.errors import DatasetError, NNCompressWarning, QuantizationError
 from nncompress.parameters import DropType, ModelType, QuantizationPreset, TargetDevice
 from nncompress.progress import StageProgress, progress
-from nncompress.quantization.advanced_parameters import AdvancedQuantizationParameters
+from nncompress.quantization.advanced_parameters import (
+    AdvancedAccuracyRestorerParameters,
+    AdvancedQuantizationParameters,
+    RestoreMode,
+)
 from nncompress.quantization.quantize import quantize
 from nncompress.quantization.spec import Placement
 from nncompress.scopes import IgnoredScope
@@ -45,37 +47,6 @@ logger = logging.getLogger(__name__)
 
 # at most this many ops are ranked one by one; beyond it, ops are first ranked in chunks
 MAX_RANKED_CANDIDATES = 64
-
-
-class RestoreMode(Enum):
-    """How an op goes back to float (NNCF's ``RestoreMode``).
-
-    ``ACTIVATIONS_AND_WEIGHTS``: its input activation and weight quantizers are removed (the only
-    mode supported). NNCF's ``ONLY_ACTIVATIONS`` (int8 weights kept) is refused with a clear error.
-    """
-
-    ACTIVATIONS_AND_WEIGHTS = "activations_and_weights"
-    ONLY_ACTIVATIONS = "only_activations"
-
-
-@dataclass
-class AdvancedAccuracyRestorerParameters:
-    """NNCF's accuracy-restorer options.
-
-    ``max_num_iterations``: most revert attempts (an undone revert counts). ``ranking_subset_size``:
-    validation items used to rank ops (None: all of them, at most 300). ``intermediate_model_dir``:
-    where the fully quantized model (before any revert) is saved, as ``intermediate_model.onnx``
-    / ``.xml`` (torch: ``intermediate_model.pt``, the state dict). ``restore_mode``: see
-    ``RestoreMode``. ``tune_hyperparams`` is not supported; ``num_ranking_workers`` is accepted
-    and ignored (ranking runs sequentially: each candidate is one re-quantization).
-    """
-
-    max_num_iterations: int = sys.maxsize
-    tune_hyperparams: bool = False
-    ranking_subset_size: int | None = None
-    num_ranking_workers: int | None = None
-    intermediate_model_dir: str | None = None
-    restore_mode: RestoreMode = RestoreMode.ACTIVATIONS_AND_WEIGHTS
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from enum import Enum
 
 from nncompress.parameters import QuantizationMode, StrEnum
 
@@ -86,3 +88,35 @@ class AdvancedQuantizationParameters:
     show_progress: bool = True
     # ours: True quantizes the ops after the last weighted op as NNCF does (placement.py docstring)
     quantize_tail: bool = False
+
+
+# accuracy control (NNCF keeps these here too: nncf.quantization.advanced_parameters)
+class RestoreMode(Enum):
+    """How an op goes back to float (NNCF's ``RestoreMode``).
+
+    ``ACTIVATIONS_AND_WEIGHTS``: its input activation and weight quantizers are removed (the only
+    mode supported). NNCF's ``ONLY_ACTIVATIONS`` (int8 weights kept) is refused with a clear error.
+    """
+
+    ACTIVATIONS_AND_WEIGHTS = "activations_and_weights"
+    ONLY_ACTIVATIONS = "only_activations"
+
+
+@dataclass
+class AdvancedAccuracyRestorerParameters:
+    """NNCF's accuracy-restorer options.
+
+    ``max_num_iterations``: most revert attempts (an undone revert counts). ``ranking_subset_size``:
+    validation items used to rank ops (None: all of them, at most 300). ``intermediate_model_dir``:
+    where the fully quantized model (before any revert) is saved, as ``intermediate_model.onnx``
+    / ``.xml`` (torch: ``intermediate_model.pt``, the state dict). ``restore_mode``: see
+    ``RestoreMode``. ``tune_hyperparams`` is not supported; ``num_ranking_workers`` is accepted
+    and ignored (ranking runs sequentially: each candidate is one re-quantization).
+    """
+
+    max_num_iterations: int = sys.maxsize
+    tune_hyperparams: bool = False
+    ranking_subset_size: int | None = None
+    num_ranking_workers: int | None = None
+    intermediate_model_dir: str | None = None
+    restore_mode: RestoreMode = RestoreMode.ACTIVATIONS_AND_WEIGHTS
