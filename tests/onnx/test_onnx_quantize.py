@@ -191,9 +191,10 @@ def test_many_statistics_of_a_quantized_model_at_once_are_right(conv_case):
     together = means(q, targets)
     float_means = means(model, targets)
     for t in targets:
-        # ONNX Runtime fuses QDQ into INT8 kernels around tensors that are not outputs: the values
-        # may differ by a rounding of the requantization, nothing more
-        assert np.allclose(together[t], means(q, [t])[t], atol=1e-4), t
+        # with more tensors read, ONNX Runtime picks other float kernels (layouts) around them, and
+        # a value on a rounding boundary of the next quantizer may land one step away: the means
+        # differ by such flips (one step of ~0.01 over a few dozen values: <= 1e-3 measured)
+        assert np.allclose(together[t], means(q, [t])[t], atol=2e-3), t
         assert np.allclose(together[t], float_means[t], atol=0.02), t
 
 

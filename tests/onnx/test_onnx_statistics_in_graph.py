@@ -78,9 +78,18 @@ def test_reduce_nodes_are_added_once_per_tensor_reducer_and_axes():
     run = onnx.ModelProto()
     run.CopyFrom(model)
     done = onnx_adapter._add_reductions(run, {tensor: reqs}, set())
-    assert len(done.sinks) == 2  # MIN over (0, 2, 3) and ABS_MAX over everything
-    assert sorted(len(v) for v in done.sinks.values()) == [1, 2]
+    # MIN over (0, 2, 3) serves two requests; ABS_MAX over everything is max(-min, max) of a
+    # ReduceMin and a ReduceMax over all axes (no Abs copy of the tensor)
+    assert len(done.sinks) == 3
+    assert sorted(len(v) for v in done.sinks.values()) == [0, 0, 2]
+    assert len(done.abs_max) == 1 and done.abs_max[0][2] is sinks[2]
     assert {r.reducer for _, r in done.requests} == {MIN, ABS_MAX}
     added = [n.op_type for n in run.graph.node[len(model.graph.node) :]]
-    assert sorted(added) == ["Abs", "ReduceMax", "ReduceMin"]
+    assert sorted(added) == ["ReduceMax", "ReduceMin", "ReduceMin"]
     onnx.checker.check_model(run)
+    # the abs-max sink gets max |x| from the two reductions
+    got = []
+    done.abs_max[0] = (*done.abs_max[0][:2], got.append)
+    lo, hi = done.abs_max[0][:2]
+    done.feed({**{k: np.zeros(1) for k in done.sinks}, lo: np.float32(-3.5), hi: np.float32(2.0)})
+    assert got == [np.float32(3.5)]
