@@ -172,6 +172,30 @@ def test_statistics_of_a_quantized_model_see_the_tensor_entering_the_quantizer(c
     assert not np.allclose(np.asarray(got[MAX]) / scale, np.round(np.asarray(got[MAX]) / scale))
 
 
+def test_statistics_two_items_at_a_time_equal_one_at_a_time(conv_case, monkeypatch):
+    """Items run concurrently on two cores; the values and their order are those of a plain loop."""
+    _, data, q = conv_case
+    adapter = Adapter()
+    graph = adapter.build_graph(q)
+    targets = [TargetPoint(TargetType.OUTPUT, n.name, 0) for n in graph.nodes if n.kind == K.CONVOLUTION]
+
+    def collect(workers):
+        monkeypatch.setattr(onnx_adapter, "statistics_workers", lambda: workers)
+        got = {}
+        sinks = {
+            request_for(t, r, 1 if r == MEAN else None): (lambda v, k=(t, r): got.setdefault(k, []).append(v))
+            for t in targets
+            for r in (MIN, MAX, MEAN)
+        }
+        assert adapter.collect_statistics(q, iter(data), sinks) == len(data)
+        return got
+
+    one, two = collect(1), collect(2)
+    assert one.keys() == two.keys() and len(one) == 3 * len(targets)
+    for k in one:
+        assert all(np.array_equal(a, b) for a, b in zip(one[k], two[k], strict=True)), k
+
+
 def test_many_statistics_of_a_quantized_model_at_once_are_right(conv_case):
     model, data, q = conv_case
     adapter = Adapter()
@@ -337,9 +361,9 @@ def test_model_with_external_data(tmp_path, monkeypatch):
     monkeypatch.setattr(graph_builder, "LARGE_MODEL_BYTES", 0)
     calls = []
 
-    def spy(run_model, large_model_bytes, providers):
+    def spy(run_model, large_model_bytes, *args):
         calls.append(large_model_bytes)
-        return session_for(run_model, large_model_bytes, providers)
+        return session_for(run_model, large_model_bytes, *args)
 
     session_for = onnx_adapter.inference_session
     monkeypatch.setattr(onnx_adapter, "inference_session", spy)

@@ -47,7 +47,13 @@ from nncompress.onnx.graph_builder import (
 )
 from nncompress.onnx.model_io import inference_session
 from nncompress.quantization.backend_api import StatisticRequest
-from nncompress.quantization.feeding import cast_input, describe_item
+from nncompress.quantization.feeding import (
+    cast_input,
+    describe_item,
+    run_in_order,
+    statistics_workers,
+    threads_per_worker,
+)
 from nncompress.quantization.params import QuantizerParams
 from nncompress.quantization.spec import Placement, QuantizationPoint, TargetPoint, TargetType
 from nncompress.quantization.statistics import ABS_MAX, MAX, MEAN, MIN, reduce_batch, reduction_axes
@@ -449,17 +455,23 @@ class Adapter:
                 run_model.graph.output.append(onnx.ValueInfoProto(name=t))
                 present.add(t)
         count = 0
-        with inference_session(run_model, self.large_model_bytes, self.providers) as session:
+        workers = statistics_workers()
+        with inference_session(
+            run_model, self.large_model_bytes, self.providers, threads_per_worker(workers)
+        ) as session:
             del run_model
-            for item in inputs:
-                feed = make_feed(feeds, item, count)
+
+            def run(position: int, item: Any) -> tuple[dict, list]:
+                feed = make_feed(feeds, item, position)
                 try:
-                    outs = session.run(fetch, feed) if fetch else []
+                    return feed, session.run(fetch, feed) if fetch else []
                 except Exception as exc:
                     raise DatasetError(
-                        f"ONNX Runtime failed on calibration item {count} ({describe_item(item)}): "
+                        f"ONNX Runtime failed on calibration item {position} ({describe_item(item)}): "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
+
+            for _, _, (feed, outs) in run_in_order(inputs, run, workers):
                 values: dict[str, np.ndarray] = dict(zip(fetch, outs))
                 reduced.feed(values)
                 for t, reqs in whole.items():
