@@ -501,3 +501,28 @@ def test_quantization_report_reads_the_placement_stored_in_the_model(conv_case):
     assert "Quantizers: 5 on weights" in report
     with pytest.raises(QuantizationError, match="not produced by nncompress.quantize"):
         quantization_report(model)
+
+
+def test_stat_requests_number_sets_the_items_in_flight(conv_case, monkeypatch):
+    """NNCF's ``backend_params['stat_requests_number']``: 1 runs the statistics one item at a time
+    (lowest peak memory), with the same result; a bad value is a ConfigError naming the key."""
+    model, data, _ = conv_case
+    seen = []
+    real = onnx_adapter.run_in_order
+
+    def spy(items, run, workers):
+        seen.append(workers)
+        return real(items, run, workers)
+
+    monkeypatch.setattr(onnx_adapter, "run_in_order", spy)
+    one = quantize(model, data, backend_params={"stat_requests_number": 1})
+    assert seen and set(seen) == {1}
+    seen.clear()
+    default = quantize(model, data)
+    assert seen and set(seen) == {onnx_adapter.statistics_workers()}
+    assert all(
+        np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+        for a, b in zip(one.graph.initializer, default.graph.initializer, strict=True)
+    )
+    with pytest.raises(nncompress.errors.ConfigError, match="stat_requests_number"):
+        quantize(model, data, backend_params={"stat_requests_number": 0})

@@ -23,8 +23,7 @@ def test_results_come_back_in_item_order_with_at_most_max_in_flight_started():
         return item * 10
 
     def items():
-        for i in range(25):
-            yield i
+        yield from range(25)
 
     out = []
     for i, item, result in run_in_order(items(), run, workers=2):

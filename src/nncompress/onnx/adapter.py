@@ -387,11 +387,15 @@ class Adapter:
         upgrade_opset: bool = True,
         large_model_bytes: int | None = None,
         providers: list[str] | None = None,
+        stat_requests_number: int | None = None,
     ) -> None:
         self.graph: Graph | None = None
         self.upgrade_opset = upgrade_opset
         self.large_model_bytes = LARGE_MODEL_BYTES if large_model_bytes is None else large_model_bytes
         self.providers = providers
+        # calibration items run at once in a statistics pass (None: statistics_workers(), 2 on
+        # two cores or more); each one holds its own activations, so 1 lowers peak memory
+        self.stat_requests_number = stat_requests_number
 
     # -- graph --------------------------------------------------------------------------------
     def build_graph(self, model: onnx.ModelProto, example_input: Any = None) -> Graph:
@@ -455,7 +459,7 @@ class Adapter:
                 run_model.graph.output.append(onnx.ValueInfoProto(name=t))
                 present.add(t)
         count = 0
-        workers = statistics_workers()
+        workers = self.stat_requests_number or statistics_workers()
         with inference_session(
             run_model, self.large_model_bytes, self.providers, threads_per_worker(workers)
         ) as session:

@@ -15,7 +15,7 @@ from typing import Any
 
 from nncompress.backends import detect_backend, get_adapter
 from nncompress.data import Dataset
-from nncompress.errors import DatasetError, NNCompressWarning, QuantizationError
+from nncompress.errors import ConfigError, DatasetError, NNCompressWarning, QuantizationError
 from nncompress.graph import op_kinds
 from nncompress.hardware.rules import load_rules
 from nncompress.parameters import ModelType, QuantizationMode, QuantizationPreset, TargetDevice
@@ -142,6 +142,7 @@ def _quantize_graph(
     advanced = advanced_parameters or AdvancedQuantizationParameters()
     target_device = TargetDevice(target_device)
     adapter = get_adapter(detect_backend(model))
+    _apply_backend_params(adapter, advanced.backend_params)
     progress = _Progress(advanced.show_progress)
     try:
         example = _first_item(calibration_dataset)
@@ -189,6 +190,22 @@ def _quantize_graph(
         progress.close()
     _remember(quantized, placement)
     return quantized
+
+
+def _apply_backend_params(adapter: Any, params: dict) -> None:
+    """NNCF's ``backend_params`` we act on: ``stat_requests_number`` (calibration items run at
+    once by the ONNX backend's statistics passes; 1 for the lowest peak memory). The OpenVINO
+    backend runs one item at a time (two CPU streams made its statistics not bit-reproducible);
+    NNCF's other keys change nothing here."""
+    n = params.get("stat_requests_number")
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(
+            f"advanced_parameters.backend_params['stat_requests_number'] must be a positive integer, got {n!r}"
+        )
+    if hasattr(adapter, "stat_requests_number"):
+        adapter.stat_requests_number = n
 
 
 def _unvalidated(scope: IgnoredScope | None) -> IgnoredScope | None:
