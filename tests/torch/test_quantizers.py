@@ -17,6 +17,7 @@ from nncompress.quantization.spec import QuantizerSpec
 from nncompress.torch.quantizers import (
     AsymmetricQuantizer,
     SymmetricQuantizer,
+    cached_weight_quantization,
     create_quantizer,
     current_export_target,
     export_mode,
@@ -452,3 +453,22 @@ def test_symmetric_accepts_equivalent_shifted_grid_and_scalar_broadcast():
     p = q.export_params()
     assert (p.quant_min, p.quant_max) == (-128, 127)
     np.testing.assert_allclose(p.scale, [0.02] * 3, rtol=1e-6)
+
+
+def test_weight_cache_reuses_a_fake_quantized_weight_until_it_or_the_scale_changes():
+    rng = np.random.default_rng(7)
+    spec, shape = CASES["sym-signed-narrow-pc0-8"]
+    q = create_quantizer(spec, _make_params(spec, shape, rng), ndim=len(shape)).eval()
+    w = torch.nn.Parameter(torch.from_numpy(rng.normal(size=shape).astype(np.float32)))
+    act = torch.from_numpy(rng.normal(size=shape).astype(np.float32))
+    expected = q(w).detach()
+    with torch.no_grad(), cached_weight_quantization():
+        first = q(w)
+        assert q(w) is first and torch.equal(first, expected)  # computed once
+        assert q(act) is not q(act)  # activations (not parameters) are never cached
+        w.mul_(0.5)  # an in-place change of the weight bumps its version
+        assert torch.equal(q(w), q.eval()(w.detach().clone())) and q(w) is not first
+        halved = q(w)
+        q.scale.mul_(2.0)  # so does a new scale
+        assert q(w) is not halved
+    assert q(w) is not q(w)  # outside the block nothing is kept

@@ -24,7 +24,7 @@ from nncompress.quantization.spec import Placement, QuantizationPoint, TargetPoi
 from nncompress.quantization.statistics import ABS_MAX, MAX, MEAN, MIN, QUANTILE, RAW, reduction_axes
 from nncompress.torch.hooks import HookManager
 from nncompress.torch.nncf_network import NNCFNetwork, wrap_model
-from nncompress.torch.quantizers import create_quantizer
+from nncompress.torch.quantizers import cached_weight_quantization, create_quantizer
 from nncompress.torch.tracing import normalize_example_input, trace
 
 
@@ -126,7 +126,7 @@ class Adapter:
         model.eval()
         count = 0
         try:
-            with torch.no_grad():
+            with torch.no_grad(), cached_weight_quantization():
                 for item in inputs:
                     try:
                         call_model(runner, item)

@@ -200,6 +200,24 @@ def _as_array(value) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+_WEIGHT_CACHE: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "nncompress_weight_cache", default=None
+)
+
+
+@contextlib.contextmanager
+def cached_weight_quantization() -> Iterator[None]:
+    """Within this block, a quantizer in eval mode fake-quantizes each weight (an ``nn.Parameter``
+    input) once and reuses the result while the weight and the quantizer's parameters keep their
+    versions: a statistics pass runs the same weights item after item (EfficientNet-Lite0: 5000
+    per-channel fake-quantizations of 50 weights over 100 items). The copies go when it ends."""
+    token = _WEIGHT_CACHE.set({})
+    try:
+        yield
+    finally:
+        _WEIGHT_CACHE.reset(token)
+
+
 class BaseQuantizer(nn.Module):
     """Shared machinery: the integer grid, buffers, mode switch, export parameters.
 
@@ -455,6 +473,18 @@ class BaseQuantizer(nn.Module):
         target = current_export_target()
         if self.training and target is None:
             return self._forward_train(x)
+        cache = _WEIGHT_CACHE.get()
+        if cache is not None and target is None and isinstance(x, nn.Parameter):
+            key = (
+                id(self),
+                x.data_ptr(),
+                x._version,
+                *(t._version for t in (*self.parameters(), *self.buffers())),
+            )
+            hit = cache.get(key)
+            if hit is None:
+                hit = cache[key] = self._forward_export(x, None)
+            return hit
         return self._forward_export(x, target)
 
     def _check_input(self, x: torch.Tensor) -> None:
