@@ -192,8 +192,9 @@ def test_statistics_two_items_at_a_time_equal_one_at_a_time(conv_case, monkeypat
 
     one, two = collect(1), collect(2)
     assert one.keys() == two.keys() and len(one) == 3 * len(targets)
-    for k in one:
-        assert all(np.array_equal(a, b) for a, b in zip(one[k], two[k], strict=True)), k
+    for k in one:  # same items in the same order; thread counts differ (1 item x all cores vs 2 x half)
+        for a, b in zip(one[k], two[k], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=str(k))
 
 
 def test_many_statistics_of_a_quantized_model_at_once_are_right(conv_case):
@@ -520,9 +521,10 @@ def test_stat_requests_number_sets_the_items_in_flight(conv_case, monkeypatch):
     seen.clear()
     default = quantize(model, data)
     assert seen and set(seen) == {onnx_adapter.statistics_workers()}
-    assert all(
-        np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
-        for a, b in zip(one.graph.initializer, default.graph.initializer, strict=True)
-    )
+    for a, b in zip(one.graph.initializer, default.graph.initializer, strict=True):
+        assert a.name == b.name
+        np.testing.assert_allclose(
+            numpy_helper.to_array(a), numpy_helper.to_array(b), rtol=1e-5, err_msg=a.name
+        )
     with pytest.raises(nncompress.errors.ConfigError, match="stat_requests_number"):
         quantize(model, data, backend_params={"stat_requests_number": 0})

@@ -57,7 +57,7 @@ def statistics_workers() -> int:
     A statistics model reads dozens of intermediate tensors; its small reductions and layout
     changes do not spread over the cores of one inference, two items at a time do (EfficientNet-
     Lite0 with its statistics, ONNX Runtime on 2 cores: 11.7 -> 7.8 ms per item). Used by the
-    ONNX backend, whose single-threaded kernels give the same values either way. Not by the
+    ONNX backend, whose results do not depend on which item runs beside which. Not by the
     OpenVINO backend: with two CPU streams its reductions were not bit-reproducible from run to
     run, and fast bias correction's gate turned those last-bit differences into different
     biases in 1 of 5 runs.
