@@ -30,15 +30,6 @@ from nncompress.torch.model_creation import create_compressed_model  # noqa: E40
 RECORD_KEYS = {"epoch", "mode", "compression_rate", "accuracy", "accuracy_drop", "is_best", "statistics"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny batches: more threads only add synchronization (and stall on a busy machine)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data():
     x_tr, y_tr, x_te, y_te = digits_tensors(0)
