@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ tf = pytest.importorskip(
 )
 
 import keras  # noqa: E402
-from tf_models import digits_cnn, images, mobilenet_like, resnet_like, sqnr  # noqa: E402
+from tf_models import digits_cnn, example_config, images, mobilenet_like, resnet_like, sqnr  # noqa: E402
 
 from nncompress import NNCFConfig  # noqa: E402
 from nncompress.errors import (  # noqa: E402
@@ -30,8 +29,6 @@ from nncompress.tensorflow import (  # noqa: E402
     create_compression_callbacks,
     register_default_init_args,
 )
-
-CONFIGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "nncf-configs"
 
 
 def digits_config(bits: int = 3, **section) -> NNCFConfig:
@@ -193,12 +190,7 @@ def test_export_to_openvino_ir_and_savedmodel(trained_digits, tmp_path):
     ],
 )
 def test_nncf_tensorflow_example_configs_drive_small_keras_models(name, build):
-    path = CONFIGS / name
-    if not path.exists():
-        pytest.skip(f"NNCF example config {path} is not available")
-    config = NNCFConfig.from_json(path)
-    config["input_info"] = {"sample_size": [1, 16, 16, 3]}
-    section = config["compression"]
+    config, (section,) = example_config(name)
     section.setdefault("initializer", {}).setdefault("batchnorm_adaptation", {})[
         "num_bn_adaptation_samples"
     ] = 16

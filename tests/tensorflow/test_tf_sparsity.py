@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,15 @@ tf = pytest.importorskip(
 )
 
 import keras  # noqa: E402
-from tf_models import digits, digits_cnn, images, mobilenet_like, resnet_like, warm_batchnorm  # noqa: E402
+from tf_models import (  # noqa: E402
+    digits,
+    digits_cnn,
+    example_config,
+    images,
+    mobilenet_like,
+    resnet_like,
+    warm_batchnorm,
+)
 
 from nncompress import NNCFConfig  # noqa: E402
 from nncompress.errors import (  # noqa: E402
@@ -29,7 +36,6 @@ from nncompress.tensorflow import (  # noqa: E402
     register_default_init_args,
 )
 
-CONFIGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "nncf-configs"
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # the CPU plugin may run bf16 by default
 NO_INIT = {"range": {"num_init_samples": 0}, "batchnorm_adaptation": {"num_bn_adaptation_samples": 0}}
 
@@ -354,14 +360,9 @@ SPARSITY_CONFIGS = [
 
 @pytest.mark.parametrize(("name", "build"), SPARSITY_CONFIGS)
 def test_nncf_tensorflow_sparsity_configs_drive_small_keras_models(name, build):
-    path = CONFIGS / name
-    if not path.exists():
-        pytest.skip(f"NNCF example config {path} is not available")
-    cfg = NNCFConfig.from_json(path)
-    cfg["input_info"] = {"sample_size": [1, 16, 16, 3]}
+    cfg, sections = example_config(name)
     data = np.concatenate(images(n=2, batch=4))
     register_default_init_args(cfg, tf.data.Dataset.from_tensor_slices(data).batch(4), 4)
-    sections = cfg["compression"] if isinstance(cfg["compression"], list) else [cfg["compression"]]
     for s in sections:  # small models, few samples
         s.pop("ignored_scopes", None)
         init = s.get("initializer")

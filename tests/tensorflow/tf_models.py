@@ -5,8 +5,28 @@ Every model has fixed-seed random weights and runs in milliseconds on the CPU.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
+import pytest
+
+# NNCF's example configs, in ../shared beside the checkout
+CONFIGS = Path(__file__).resolve().parents[3] / "shared" / "data" / "nncf-configs"
+
+
+def example_config(name: str):
+    """NNCF example config ``name`` for the 16x16x3 models here, with its list of compression
+    sections; the test is skipped when ../shared does not hold it."""
+    from nncompress import NNCFConfig
+
+    path = CONFIGS / name
+    if not path.exists():
+        pytest.skip(f"NNCF example config {path} is not available")
+    config = NNCFConfig.from_json(path)
+    config["input_info"] = {"sample_size": [1, 16, 16, 3]}
+    sections = config["compression"] if isinstance(config["compression"], list) else [config["compression"]]
+    return config, sections
 
 
 def seeded(seed: int = 0) -> None:

@@ -24,7 +24,7 @@ from nncompress.pruning.legr import EvolutionSearch, LeGRParams, save_ranking_co
 from nncompress.torch.initialization import register_default_init_args  # noqa: E402
 from nncompress.torch.model_creation import create_compressed_model  # noqa: E402
 
-NNCF_CONFIGS = Path("/work/shared/data/nncf-configs")
+NNCF_CONFIGS = Path(__file__).resolve().parents[4] / "shared" / "data" / "nncf-configs"  # beside the checkout
 SMALL_LEGR = {"generations": 5, "train_steps": 3, "population_size": 3, "num_samples": 2, "random_seed": 7}
 LAYERS = {"features.0", "features.3", "features.7"}  # the three convolutions of DigitsCNN
 

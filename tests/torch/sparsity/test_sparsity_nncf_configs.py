@@ -15,7 +15,7 @@ from models import build
 from nncompress import NNCFConfig
 from nncompress.torch import create_compressed_model, register_default_init_args
 
-NNCF_CONFIGS = Path("/work/shared/data/nncf-configs")
+NNCF_CONFIGS = Path(__file__).resolve().parents[4] / "shared" / "data" / "nncf-configs"  # beside the checkout
 ALGORITHMS = ("magnitude_sparsity", "rb_sparsity", "const_sparsity")
 FILES = (
     sorted(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -621,7 +622,7 @@ def test_export_model_to_onnx_matches_torch(tmp_path):
 # Real NNCF configs
 # ------------------------------------------------------------------------------------------------
 
-NNCF_CONFIGS = "/work/shared/data/nncf-configs"
+NNCF_CONFIGS = Path(__file__).resolve().parents[4] / "shared" / "data" / "nncf-configs"  # beside the checkout
 
 
 @pytest.mark.parametrize(
@@ -634,8 +635,6 @@ NNCF_CONFIGS = "/work/shared/data/nncf-configs"
     ],
 )
 def test_real_nncf_configs_are_accepted(name, model_name, expect):
-    from pathlib import Path
-
     path = Path(NNCF_CONFIGS) / name
     if not path.exists():
         pytest.skip(f"{path} is not available")
