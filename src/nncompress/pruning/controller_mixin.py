@@ -8,12 +8,35 @@ provides ``engine`` (``select``, ``select_flops``, ``apply``, ``cost``, ``graph`
 
 from __future__ import annotations
 
-from nncompress.api.compression import CompressionStage, NNCFStatistics
-from nncompress.pruning.params import ALGORITHM
+from nncompress.api.compression import BaseCompressionScheduler, CompressionStage, NNCFStatistics
+from nncompress.pruning.params import ALGORITHM, FilterPruningParams
+from nncompress.pruning.schedule import PruningSchedule, make_schedule
 from nncompress.pruning.selection import check_level
 from nncompress.pruning.statistics import FilterPruningStatistics, pruning_statistics
 
-__all__ = ["PruningControllerMixin"]
+__all__ = ["FilterPruningScheduler", "PruningControllerMixin"]
+
+
+class FilterPruningScheduler(BaseCompressionScheduler):
+    """Sets the controller's level from the schedule at every ``epoch_step()``; when it changes,
+    the masks are recomputed and BatchNorm statistics re-estimated (if the config registered data
+    for it)."""
+
+    def __init__(self, controller: PruningControllerMixin, schedule: PruningSchedule):
+        super().__init__()
+        self.controller = controller
+        self.schedule = schedule
+        self.enabled = True
+
+    @property
+    def current_pruning_level(self) -> float:
+        return self.schedule.level(self.current_epoch)
+
+    def epoch_step(self, next_epoch: int | None = None) -> None:
+        super().epoch_step(next_epoch)
+        value = self.current_pruning_level
+        if self.enabled and value != self.controller._value:
+            self.controller._set_target_value(value, run_batchnorm_adaptation=True)
 
 
 class PruningControllerMixin:
@@ -21,6 +44,17 @@ class PruningControllerMixin:
     reports (``compression_stage``, ``statistics``, ``describe_groups``) of a pruning controller."""
 
     _value: float
+
+    def _scheduler_for(self, params: FilterPruningParams) -> FilterPruningScheduler:
+        """The epoch scheduler of ``params``' schedule, driving this controller."""
+        schedule = make_schedule(
+            params.schedule,
+            initial=params.pruning_init,
+            target=params.target,
+            steps=params.pruning_steps,
+            num_init_steps=params.num_init_steps,
+        )
+        return FilterPruningScheduler(self, schedule)
 
     # -- level ----------------------------------------------------------------------------------
     @property

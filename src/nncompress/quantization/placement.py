@@ -77,7 +77,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -110,7 +110,7 @@ from nncompress.quantization.spec import (
 )
 from nncompress.scopes import IgnoredScope
 
-__all__ = ["QuantizerOverride", "place_quantizers"]
+__all__ = ["QuantizerOverride", "merge_group_placements", "place_quantizers"]
 
 
 @dataclass(frozen=True)
@@ -770,3 +770,32 @@ def place_quantizers(
         weights=weights,
     )
     return placer.run()
+
+
+def merge_group_placements(graph: Graph, place: Callable[[str], Placement]) -> Placement:
+    """One placement from a run per quantizer group, ``place("weights")`` and
+    ``place("activations")``, each with that group's ignored scopes (NNCF 2.x sections scope
+    weights and activations apart). Weight points depend only on their own op, so the weight
+    points of the first run and the activation points of the second make the whole placement.
+    A group with nothing to quantize contributes nothing; if neither has anything, its error."""
+    runs: dict[str, Placement | None] = {}
+    errors: list[QuantizationError] = []
+    for group in ("weights", "activations"):
+        try:
+            runs[group] = place(group)
+        except QuantizationError as exc:
+            if not str(exc).startswith("nothing to quantize"):
+                raise
+            runs[group] = None  # nothing in this group's scopes; the other group may have some
+            errors.append(exc)
+    weights = runs["weights"].weight_points if runs["weights"] else []
+    activations = runs["activations"].activation_points if runs["activations"] else []
+    if not weights and not activations:
+        raise errors[0] if errors else QuantizationError("nothing to quantize")
+    order = {n.name: i for i, n in enumerate(graph.topological_order())}
+    points = sorted([*weights, *activations], key=lambda p: (order.get(p.target.node, -1), not p.is_weight))
+    skipped: dict[str, str] = {}
+    for run in runs.values():
+        if run is not None:
+            skipped.update(run.skipped)
+    return Placement(points=points, skipped=skipped)

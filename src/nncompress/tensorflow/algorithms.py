@@ -50,7 +50,6 @@ from nncompress.errors import CompressionStateError, ConfigError, GraphError, Pr
 from nncompress.graph import Graph
 from nncompress.pruning.controller_mixin import PruningControllerMixin
 from nncompress.pruning.params import FilterPruningParams
-from nncompress.pruning.schedule import PruningSchedule, make_schedule
 from nncompress.quantization.spec import Placement, TargetType
 from nncompress.tensorflow.adapter import PLACEMENT_ATTRIBUTE, Adapter, _rank_at, make_fake_quantize, rebuild
 from nncompress.tensorflow.compression import (
@@ -381,26 +380,6 @@ class TFSparsityAlgorithmController(_TFControllerBase):
         self.part.load_state(self._mine(state))
 
 
-class FilterPruningScheduler(BaseCompressionScheduler):
-    """Sets the pruning level from the schedule at every ``epoch_step()``."""
-
-    def __init__(self, controller: TFFilterPruningController, schedule: PruningSchedule):
-        super().__init__()
-        self.controller = controller
-        self.schedule = schedule
-        self.enabled = True
-
-    @property
-    def current_pruning_level(self) -> float:
-        return self.schedule.level(self.current_epoch)
-
-    def epoch_step(self, next_epoch: int | None = None) -> None:
-        super().epoch_step(next_epoch)
-        value = self.current_pruning_level
-        if self.enabled and value != self.controller._value:
-            self.controller._set_target_value(value, run_batchnorm_adaptation=True)
-
-
 class TFFilterPruningController(PruningControllerMixin, _TFControllerBase):
     """``filter_pruning`` of a Keras model: masks follow the schedule; ``strip``/``export_model``
     remove the channels for real (see the module docstring)."""
@@ -417,14 +396,7 @@ class TFFilterPruningController(PruningControllerMixin, _TFControllerBase):
         super().__init__(ctx, builder_state)
         self.engine = engine
         self.params = params
-        schedule = make_schedule(
-            params.schedule,
-            initial=params.pruning_init,
-            target=params.target,
-            steps=params.pruning_steps,
-            num_init_steps=params.num_init_steps,
-        )
-        self._scheduler = FilterPruningScheduler(self, schedule)
+        self._scheduler = self._scheduler_for(params)
         self._value = params.pruning_init
 
     @property

@@ -48,14 +48,14 @@ from nncompress.api.compression import (
 from nncompress.config.effective import get_param
 from nncompress.config.extra_structs import NNCFExtraConfigStruct
 from nncompress.config.nncf_config import NNCFConfig
-from nncompress.errors import CompressionStateError, ConfigError, DatasetError, ExportError, QuantizationError
+from nncompress.errors import CompressionStateError, ConfigError, DatasetError, ExportError
 from nncompress.graph import Graph
 from nncompress.hardware.rules import load_rules
 from nncompress.parameters import TargetDevice
 from nncompress.quantization.algorithms import MinMaxQuantization
 from nncompress.quantization.overflow_fix import apply_overflow_fix
 from nncompress.quantization.params import QuantizerParams
-from nncompress.quantization.placement import place_quantizers
+from nncompress.quantization.placement import merge_group_placements, place_quantizers
 from nncompress.quantization.quantizer_params import compute_params
 from nncompress.quantization.range_estimators import get_range_estimator
 from nncompress.quantization.spec import Placement
@@ -577,30 +577,10 @@ class QuantizationBuilder:
         ignored = self._scope_sets(graph)
         if ignored["weights"] == ignored["activations"]:
             placement = self._run_placement(graph, ignored["weights"])
-        else:  # weight points depend only on their own op: one run per group, each with its scopes
-            runs: dict[str, Placement | None] = {}
-            errors: list[QuantizationError] = []
-            for group in GROUPS:
-                try:
-                    runs[group] = self._run_placement(graph, ignored[group])
-                except QuantizationError as exc:
-                    if not str(exc).startswith("nothing to quantize"):
-                        raise
-                    runs[group] = None
-                    errors.append(exc)
-            weights = runs["weights"].weight_points if runs["weights"] else []
-            activations = runs["activations"].activation_points if runs["activations"] else []
-            if not weights and not activations:
-                raise errors[0] if errors else QuantizationError("nothing to quantize")
-            order = {n.name: i for i, n in enumerate(graph.topological_order())}
-            points = sorted(
-                [*weights, *activations], key=lambda p: (order.get(p.target.node, -1), not p.is_weight)
+        else:  # one run per group, each with its own scopes
+            placement = merge_group_placements(
+                graph, lambda group: self._run_placement(graph, ignored[group])
             )
-            skipped: dict[str, str] = {}
-            for run in runs.values():
-                if run is not None:
-                    skipped.update(run.skipped)
-            placement = Placement(points=points, skipped=skipped)
         return apply_overflow_fix(placement, graph, self.param("overflow_fix"), self.target_device)
 
     def initial_params(

@@ -24,12 +24,10 @@ from typing import Any
 
 from torch import nn
 
-from nncompress.api.compression import BaseCompressionScheduler
 from nncompress.errors import CompressionStateError
-from nncompress.pruning.controller_mixin import PruningControllerMixin
+from nncompress.pruning.controller_mixin import FilterPruningScheduler, PruningControllerMixin
 from nncompress.pruning.params import ALGORITHM, FilterPruningParams
 from nncompress.pruning.record import PruningRecord
-from nncompress.pruning.schedule import PruningSchedule, make_schedule
 from nncompress.torch.algorithms.base import (
     BuildContext,
     PTCompressionAlgorithmController,
@@ -37,28 +35,6 @@ from nncompress.torch.algorithms.base import (
 from nncompress.torch.pruning.engine import TorchFilterPruning
 
 __all__ = ["FilterPruningController", "FilterPruningScheduler"]
-
-
-class FilterPruningScheduler(BaseCompressionScheduler):
-    """Sets the controller's level from the schedule at every ``epoch_step()``."""
-
-    def __init__(self, controller: FilterPruningController, schedule: PruningSchedule):
-        super().__init__()
-        self.controller = controller
-        self.schedule = schedule
-        self.enabled = True
-
-    @property
-    def current_pruning_level(self) -> float:
-        return self.schedule.level(self.current_epoch)
-
-    def epoch_step(self, next_epoch: int | None = None) -> None:
-        """Move to the schedule's level for the new epoch; when it changes, recompute the masks and
-        re-estimate BatchNorm statistics (if the config registered data for it)."""
-        super().epoch_step(next_epoch)
-        value = self.current_pruning_level
-        if self.enabled and value != self.controller._value:
-            self.controller._set_target_value(value, run_batchnorm_adaptation=True)
 
 
 class FilterPruningController(PruningControllerMixin, PTCompressionAlgorithmController):
@@ -80,14 +56,7 @@ class FilterPruningController(PruningControllerMixin, PTCompressionAlgorithmCont
         self.engine = engine
         self.params = params
         self._bn_adaptation = bn_adaptation
-        schedule = make_schedule(
-            params.schedule,
-            initial=params.pruning_init,
-            target=params.target,
-            steps=params.pruning_steps,
-            num_init_steps=params.num_init_steps,
-        )
-        self._scheduler = FilterPruningScheduler(self, schedule)
+        self._scheduler = self._scheduler_for(params)
         self._value = params.pruning_init  # level, or FLOPs reduction in FLOPs mode
         # LeGR: the reward (minus validation loss) of every candidate the search tried
         self.legr_rewards: list[float] = []

@@ -49,7 +49,7 @@ from nncompress.graph import Graph
 from nncompress.hardware.rules import HardwareRules, load_rules
 from nncompress.parameters import TargetDevice
 from nncompress.quantization.overflow_fix import apply_overflow_fix
-from nncompress.quantization.placement import place_quantizers
+from nncompress.quantization.placement import merge_group_placements, place_quantizers
 from nncompress.quantization.quantizer_params import compute_params, unify_ranges
 from nncompress.quantization.spec import Placement, QuantizationPoint, QuantizerSpec, TargetPoint, TargetType
 from nncompress.scopes import IgnoredScope
@@ -309,37 +309,11 @@ class QuantizationBuilder(PTCompressionAlgorithmBuilder):
         if ignored["weights"] == ignored["activations"]:
             placement = self._run_placement(graph, ignored["weights"], overrides)
         else:
-            placement = self._place_per_group(graph, ignored, overrides)
+            placement = merge_group_placements(
+                graph, lambda group: self._run_placement(graph, ignored[group], overrides)
+            )
         placement = self._apply_manual_precision(placement, graph, resolver)
         return self._apply_overflow_fix(placement, graph)
-
-    def _place_per_group(
-        self, graph: Graph, ignored: dict[str, set[str]], overrides: dict[str, Any]
-    ) -> Placement:
-        # weight points depend only on their own op, so two runs give each group its own scopes
-        runs: dict[str, Placement | None] = {}
-        errors: list[QuantizationError] = []
-        for group in GROUPS:
-            try:
-                runs[group] = self._run_placement(graph, ignored[group], overrides)
-            except QuantizationError as exc:
-                if not str(exc).startswith("nothing to quantize"):
-                    raise
-                runs[group] = None  # nothing in this group's scopes; the other group may have some
-                errors.append(exc)
-        weights = runs["weights"].weight_points if runs["weights"] else []
-        activations = runs["activations"].activation_points if runs["activations"] else []
-        if not weights and not activations:
-            raise errors[0] if errors else QuantizationError("nothing to quantize")
-        order = {n.name: i for i, n in enumerate(graph.topological_order())}
-        points = sorted(
-            [*weights, *activations], key=lambda p: (order.get(p.target.node, -1), not p.is_weight)
-        )
-        skipped: dict[str, str] = {}
-        for run in runs.values():
-            if run is not None:
-                skipped.update(run.skipped)
-        return Placement(points=points, skipped=skipped)
 
     def _apply_manual_precision(
         self, placement: Placement, graph: Graph, resolver: ScopeResolver
