@@ -50,6 +50,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 
+from pruning_torch import print_table  # noqa: E402
 from ptq_torch import FP32_EXACT, LATENCY_CONFIG, _fmt, _get, measure_latency  # noqa: E402
 
 CACHE_DIR = BENCH_DIR / ".cache"
@@ -245,16 +246,6 @@ def summarize(name: str, r: dict) -> list[list[str]]:
     return rows
 
 
-def print_table(rows: list[list[str]]) -> None:
-    headers = ["model", "metric", "dense", "pruned", "pruned/dense", "goal", ""]
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
-    line = " | ".join(h.ljust(wd) for h, wd in zip(headers, widths))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print(" | ".join(str(c).ljust(wd) for c, wd in zip(r, widths)))
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -326,7 +317,7 @@ def main(argv=None) -> int:
     report["loadavg_end"] = load
     args.out.write_text(json.dumps(report, indent=1, default=str))
     print()
-    print_table(rows)
+    print_table(rows, ["model", "metric", "dense", "pruned", "pruned/dense", "goal", ""])
     print(f"\nnote: {NNCF_NOTE}")
     print(f"note: {ACCURACY_NOTE}")
     print(f"1-min load average at the end: {load[0]:.2f} (cores: {os.cpu_count()}); JSON: {args.out}")

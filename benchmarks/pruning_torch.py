@@ -416,8 +416,9 @@ def summarize(variant: str, entry: dict, args) -> list[list[str]]:
     return rows
 
 
-def print_table(rows: list[list[str]]) -> None:
-    headers = ["variant", "metric", "ours", "nncf", "ours vs nncf", "goal", ""]
+def print_table(rows: list[list[str]], headers: list[str] | None = None) -> None:
+    """Rows as a `|`-separated table (``benchmarks/pruning_keras.py`` passes its own headers)."""
+    headers = headers or ["variant", "metric", "ours", "nncf", "ours vs nncf", "goal", ""]
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     line = " | ".join(h.ljust(wd) for h, wd in zip(headers, widths))
     print(line)
