@@ -5,6 +5,7 @@ files, same data and calibration subset, in one run.
     .venv/bin/python benchmarks/ptq_onnx_openvino.py --quick        # fewer crops, shorter latency blocks
     .venv/bin/python benchmarks/ptq_onnx_openvino.py --only ours --models digits
     .venv/bin/python benchmarks/ptq_onnx_openvino.py --backends onnx
+    .venv/bin/python benchmarks/ptq_onnx_openvino.py --repeats 3   # timings: the fastest of 3 runs per tool
 
 For each model this parent process
 1. prepares the model files and data once (``benchmarks/.cache/ptq_onnx_openvino/``):
@@ -52,6 +53,7 @@ from ptq_torch import (  # noqa: E402
     SQNR_NOISE_DB,
     _fmt,
     _get,
+    combine_repeats,
     compare_row,
     measure_latency,
     print_table,
@@ -318,6 +320,12 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, help="latency rounds per variant (default 8, quick 3)")
     p.add_argument("--block-s", type=float, help="seconds per latency block (default 0.3, quick 0.1)")
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="quantize runs per tool, each a fresh process, tools alternating: min time",
+    )
     p.add_argument("--no-latency", action="store_true")
     p.add_argument("--worker-timeout", type=int, default=1800)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -365,12 +373,14 @@ def main(argv=None) -> int:
         )
         entry: dict = {"prepare": info, "workers": {}}
         for i, backend in enumerate(args.backends):
-            order = tools if i % 2 == 0 else tools[::-1]  # alternate who runs first
-            for tool in order:
-                path = onnx_path if backend == "onnx" else ir_path
-                entry["workers"][(backend, tool)] = run_worker(
-                    tool, pythons[tool], name, backend, path, npz, args
-                )
+            path = onnx_path if backend == "onnx" else ir_path
+            runs: dict[str, list[dict]] = {tool: [] for tool in tools}
+            for rep in range(args.repeats):
+                order = tools if (i + rep) % 2 == 0 else tools[::-1]  # alternate who runs first
+                for tool in order:
+                    runs[tool].append(run_worker(tool, pythons[tool], name, backend, path, npz, args))
+            for tool in tools:
+                entry["workers"][(backend, tool)] = combine_repeats(runs[tool])
         if not args.no_latency:
             entry["openvino"] = latency_stage(name, ir_path, npz, entry["workers"], args)
         entry["rows"] = summarize(name, entry)

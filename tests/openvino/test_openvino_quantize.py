@@ -288,3 +288,115 @@ def test_smooth_quant_scales_fold_into_the_layer_norm_gamma():
     assert np.array_equal(run(model, data, F32), reference)  # the input model is not changed
     assert np.argmax(gammas[-1.0] / gammas[None]) == 3  # the outlier channel shrank most
     assert scores[None] > scores[-1.0] + 3
+
+
+def test_stat_requests_number_sets_the_cpu_streams_and_not_the_result(conv_case, monkeypatch):
+    """NNCF's ``backend_params['stat_requests_number']``: 1 runs the statistics one item at a time
+    on one CPU stream; the default runs two at a time on two streams and gives the same model,
+    bit for bit (the items are handed back in order)."""
+    from nncompress.openvino import adapter as ov_adapter
+
+    model, data, default = conv_case
+    seen = []
+    real_run, real_compile = ov_adapter.run_in_order, ov.Core.compile_model
+
+    def spy_run(items, run, workers):
+        seen.append(workers)
+        return real_run(items, run, workers)
+
+    streams = []
+
+    def spy_compile(self, m, device="CPU", config=None):
+        streams.append((config or {}).get("NUM_STREAMS", 1))
+        return real_compile(self, m, device, config or {})
+
+    monkeypatch.setattr(ov_adapter, "run_in_order", spy_run)
+    monkeypatch.setattr(ov.Core, "compile_model", spy_compile)
+    one = quantize(model, data, backend_params={"stat_requests_number": 1})
+    assert seen and set(seen) == {1} and set(streams) == {1}
+    seen.clear()
+    streams.clear()
+    two = quantize(model, data, backend_params={"stat_requests_number": 2})
+    assert seen and set(seen) == {2} and set(streams) == {2}
+    for q in (one, two):
+        constants = [op.get_data() for op in q.get_ordered_ops() if op.get_type_name() == "Constant"]
+        expected = [op.get_data() for op in default.get_ordered_ops() if op.get_type_name() == "Constant"]
+        assert len(constants) == len(expected)
+        for a, b in zip(constants, expected):
+            assert np.array_equal(a, b)
+
+
+def test_statistics_of_a_model_with_its_own_int8_weights_run_on_one_stream(monkeypatch):
+    """Integer weights the model decompresses itself (not ours, which statistics fold to f32)
+    make the statistics pass run one item at a time: with two CPU streams the plugin gave
+    wrong outputs for int8 decompression when the machine was loaded."""
+    from nncompress.openvino import adapter as ov_adapter
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-127, 128, size=(3, 4)).astype(np.int8)
+    x = ops.parameter([1, 4], ov.Type.f32, name="x")
+    weight = ops.multiply(ops.convert(ops.constant(w), ov.Type.f32), ops.constant(np.float32(0.01)))
+    y = ops.matmul(x, weight, False, True)
+    model = ov.Model([y], [x], "int8_weights")
+    seen = []
+    real = ov_adapter.run_in_order
+
+    def spy(items, run, workers):
+        seen.append(workers)
+        return real(items, run, workers)
+
+    monkeypatch.setattr(ov_adapter, "run_in_order", spy)
+    data = [rng.standard_normal((1, 4)).astype(np.float32) for _ in range(4)]
+    got = []
+    target = TargetPoint(TargetType.OUTPUT, y.get_friendly_name(), 0)
+    adapter = Adapter(stat_requests_number=2)
+    assert adapter.collect_statistics(model, iter(data), {request_for(target, MAX): got.append}) == 4
+    assert seen == [1]
+    expected = [float((d @ (w.astype(np.float32) * np.float32(0.01)).T).max()) for d in data]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def _accumulator():
+    """``y = x @ W + state; state <- y``: a stateful model (ReadValue/Assign)."""
+    import openvino.opset6 as op6
+    from openvino.op.util import Variable, VariableInfo
+
+    info = VariableInfo()
+    info.data_shape, info.data_type, info.variable_id = ov.PartialShape([1, 4]), ov.Type.f32, "acc"
+    variable = Variable(info)
+    x = ops.parameter([1, 4], ov.Type.f32, name="x")
+    w = np.random.default_rng(1).standard_normal((4, 4)).astype(np.float32)
+    y = ops.add(
+        ops.matmul(x, ops.constant(w), False, False),
+        op6.read_value(ops.constant(np.zeros((1, 4), np.float32)), variable),
+    )
+    y.set_friendly_name("acc")
+    return ov.Model([ops.result(y)], [op6.assign(y, variable)], [x], "accumulator"), w, y
+
+
+def test_stateful_model_items_start_from_the_initial_state_unless_they_say_otherwise():
+    """As NNCF: each item starts from the initial state; a dict item with
+    ``nncf_reset_state=False`` carries the previous item's state on, ``True`` resets it."""
+    from nncompress.definitions import NNCF_DATASET_RESET_STATE_KEY as RESET
+
+    model, w, y = _accumulator()
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((1, 4)).astype(np.float32) for _ in range(4)]
+    target = TargetPoint(TargetType.OUTPUT, y.get_friendly_name(), 0)
+
+    def maxima(items):
+        got = []
+        assert Adapter().collect_statistics(model, iter(items), {request_for(target, MAX): got.append}) == 4
+        return np.array(got)
+
+    alone = np.array([float((x @ w).max()) for x in xs])
+    np.testing.assert_allclose(maxima(xs), alone, rtol=1e-5)
+    carried = [{"x": xs[0], RESET: True}] + [{"x": x, RESET: False} for x in xs[1:]]
+    running = np.array([float((sum(xs[: i + 1]) @ w).max()) for i in range(4)])
+    np.testing.assert_allclose(maxima(carried), running, rtol=1e-5)
+    q = quantize(model, xs)
+    assert len(q.get_sinks()) == 1 and any(op.get_type_name() == "FakeQuantize" for op in q.get_ordered_ops())
+    x = ops.parameter([1, 4], ov.Type.f32, name="x")
+    stateless = ov.Model([ops.result(ops.relu(x))], [x], "stateless")
+    with pytest.raises(nncompress.errors.DatasetError, match="item 0 sets nncf_reset_state=True.*no state"):
+        Adapter().collect_statistics(stateless, iter([{"x": xs[0], RESET: True}]), {})

@@ -25,7 +25,7 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from nncompress.data import Dataset
-from nncompress.errors import DatasetError, NNCompressWarning, QuantizationError
+from nncompress.errors import NNCompressWarning, QuantizationError
 
 # (model, calibration data, one_of_many: an ignored scope may name nodes of other graphs only)
 QuantizeGraph = Callable[[ov.Model, Dataset, bool], ov.Model]
@@ -133,7 +133,7 @@ def _body_items(
     model: ov.Model, dataset: Dataset, ifs: list[ov.Node], subset_size: int
 ) -> dict[tuple[str, int], list[tuple[np.ndarray, ...]]]:
     """Per (If name, body): for each item whose condition picks the body, its Parameter values."""
-    from nncompress.openvino.adapter import F32_CONFIG, core, make_feed
+    from nncompress.openvino.adapter import F32_CONFIG, core, infer_item, is_stateful
 
     run_model = model.clone()
     by_name = {op.get_friendly_name(): op for op in _ifs(run_model)}
@@ -151,19 +151,14 @@ def _body_items(
     compiled = core().compile_model(run_model, "CPU", F32_CONFIG)
     request = compiled.create_infer_request()
     ports = list(compiled.inputs)
+    stateful = is_stateful(run_model)
     out: dict[tuple[str, int], list[tuple[np.ndarray, ...]]] = {
         (op.get_friendly_name(), b): [] for op in ifs for b in range(2)
     }
     for pos, item in enumerate(dataset.get_inference_data()):
         if pos >= subset_size:
             break
-        try:
-            request.infer(make_feed(ports, item, pos))
-        except Exception as exc:
-            raise DatasetError(
-                f"OpenVINO failed on calibration item {pos} while collecting the inputs of If bodies: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        infer_item(request, ports, item, pos, stateful, " while collecting the inputs of If bodies")
         for op in ifs:
             name = op.get_friendly_name()
             cond = request.get_output_tensor(slots[(name, 0)]).data

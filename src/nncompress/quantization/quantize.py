@@ -203,8 +203,7 @@ def _quantize_graph(
 
 def _apply_backend_params(adapter: Any, params: dict) -> None:
     """NNCF's ``backend_params`` we act on: ``stat_requests_number`` (calibration items run at
-    once by the ONNX backend's statistics passes; 1 for the lowest peak memory). The OpenVINO
-    backend runs one item at a time (two CPU streams made its statistics not bit-reproducible);
+    once by the ONNX and OpenVINO backends' statistics passes; 1 for the lowest peak memory).
     NNCF's other keys change nothing here."""
     n = params.get("stat_requests_number")
     if n is None:

@@ -218,18 +218,18 @@ class MeanAggregator(Aggregator):
 
     def __init__(self, name: str = "statistic"):
         super().__init__(name)
-        self._mean: np.ndarray | None = None
+        self._sum: np.ndarray | None = None  # a float64 sum: one numpy op per batch
 
     def _update(self, arr: np.ndarray) -> None:
-        if self._mean is None:
-            self._mean = arr.copy()
+        if self._sum is None:
+            self._sum = np.array(arr, dtype=np.float64, copy=True)
             return
-        self._check_shape(self._mean, arr)
-        self._mean += (arr - self._mean) / (self.count + 1)
+        self._check_shape(self._sum, arr)
+        self._sum += arr
 
     def _result(self) -> np.ndarray:
-        assert self._mean is not None
-        return self._mean.copy()
+        assert self._sum is not None
+        return self._sum / self.count
 
 
 class MomentsAggregator(Aggregator):
