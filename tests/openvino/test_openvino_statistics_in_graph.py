@@ -83,3 +83,44 @@ def test_bias_correction_reads_the_output_after_the_bias_add():
     bias = Adapter().get_bias(model, node.name).ravel()
     for a, b in zip(got[request_for(before, MEAN, 1)], got[request_for(after, MEAN, 1)]):
         np.testing.assert_allclose(a + bias, b, rtol=1e-5, atol=1e-5)
+
+
+def test_two_pass_collection_prepares_both_models_before_running_and_gives_the_same_values(monkeypatch):
+    """A collector with a companion over the first items runs two statistics models: the
+    OpenVINO adapter prepares (and compiles) both before the first item runs; the values equal
+    those of the plain ``collect_statistics`` path."""
+    from nncompress.quantization.statistics import MAX_OF_MAX, MEAN_OF_MEAN, MIN_OF_MIN, StatisticsCollector
+
+    model = to_openvino(build(ConvNet))
+    data = calibration_data(build(ConvNet), n=5, batch=2)
+    graph = Adapter().build_graph(model)
+    targets = [TargetPoint(TargetType.OUTPUT, n.name, 0) for n in graph.nodes if n.kind == K.CONVOLUTION]
+
+    class Plain(Adapter):
+        prepare_statistics = None  # StatisticsCollector.collect falls back to collect_statistics
+
+        def collect_statistics(self, model, inputs, sinks):
+            return Adapter.prepare_statistics(self, model, sinks)(inputs)  # one model at a time
+
+    def run(adapter):
+        main, early = StatisticsCollector(), StatisticsCollector()
+        keys = [main.add(t, spec, None) for t in targets for spec in (MIN_OF_MIN, MAX_OF_MAX)]
+        means = [early.add(t, MEAN_OF_MEAN, 1) for t in targets]
+        assert main.collect(adapter, model, iter(data), companions=[(early, 2)]) == len(data)
+        return [main.result(k) for k in keys] + [early.result(k) for k in means]
+
+    events = []
+    real_prepare, real_infer = Adapter.prepare_statistics, ov_adapter.infer_item
+    monkeypatch.setattr(
+        Adapter, "prepare_statistics", lambda self, m, s: events.append("prepare") or real_prepare(self, m, s)
+    )
+    monkeypatch.setattr(
+        ov_adapter, "infer_item", lambda *a, **k: events.append("infer") or real_infer(*a, **k)
+    )
+    prepared = run(Adapter())
+    assert events[:3] == ["prepare", "prepare", "infer"] and events.count("prepare") == 2
+    events.clear()
+    plain = run(Plain())
+    assert events == ["prepare", "infer", "infer", "prepare", "infer", "infer", "infer"]
+    for a, b in zip(prepared, plain, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -238,6 +239,17 @@ class Adapter:
         inputs: Iterable[Any],
         sinks: Mapping[StatisticRequest, Callable[[np.ndarray], None]],
     ) -> int:
+        return self.prepare_statistics(model, sinks)(inputs)
+
+    def prepare_statistics(
+        self, model: ov.Model, sinks: Mapping[StatisticRequest, Callable[[np.ndarray], None]]
+    ) -> Callable[[Iterable[Any]], int]:
+        """``collect_statistics`` in two steps: the statistics model is built now and compiled in
+        a thread; the returned function runs the items (waiting for the compilation first).
+
+        ``StatisticsCollector.collect`` prepares its two passes at once, so the second model
+        compiles while the first does (a compilation keeps about one core busy: EfficientNet-
+        Lite0, two statistics models, 0.58 s one after the other, 0.44 s side by side)."""
         run_model = model.clone()
         idx = index_model(run_model)
         tensors: dict[tuple[int, int], tuple[ov.Output, list]] = {}
@@ -296,44 +308,31 @@ class Adapter:
         config = dict(self.config)
         if workers > 1 and self.device == "CPU":
             config.setdefault("NUM_STREAMS", workers)
-        compiled = core().compile_model(run_model, self.device, config)
-        if len(compiled.outputs) != first + len(results):
-            raise GraphError("OpenVINO dropped statistic outputs while compiling the model")
-        # one request per in-flight item: item i's outputs are read before item
-        # i + max_in_flight(workers) reuses its request (run_in_order); one item at a time
-        # uses one request, which keeps the state of a stateful model from item to item
-        in_flight = max_in_flight(workers) if workers > 1 else 1
-        requests = [compiled.create_infer_request() for _ in range(in_flight)]
-        ports = list(compiled.inputs)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="nncompress-compile")
+        compiling = pool.submit(core().compile_model, run_model, self.device, config)
+        pool.shutdown(wait=False)  # the thread ends with the compilation
+        del run_model
+        n_results = len(results)
 
-        def run(position: int, item: Any) -> ov.InferRequest:
-            request = requests[position % len(requests)]
-            infer_item(request, ports, item, position, stateful)
-            return request
+        def run_items(inputs: Iterable[Any]) -> int:
+            compiled = compiling.result()
+            if len(compiled.outputs) != first + n_results:
+                raise GraphError("OpenVINO dropped statistic outputs while compiling the model")
+            # one request per in-flight item: item i's outputs are read before item
+            # i + max_in_flight(workers) reuses its request (run_in_order); one item at a time
+            # uses one request, which keeps the state of a stateful model from item to item
+            in_flight = max_in_flight(workers) if workers > 1 else 1
+            requests = [compiled.create_infer_request() for _ in range(in_flight)]
+            ports = list(compiled.inputs)
 
-        count = 0
-        for _, _, request in run_in_order(inputs, run, workers):
-            at = first
-            if packed is not None:
-                flat = np.array(request.get_output_tensor(at).data, copy=True)
-                at += 1
-                for start, stop, shape, targets in slices:
-                    value = flat[start:stop].reshape(shape)
-                    for sink in targets:
-                        sink(value)
-            for _, targets in alone:
-                value = np.array(request.get_output_tensor(at).data, copy=True)
-                at += 1
-                for sink in targets:
-                    sink(value)
-            for _, targets in wholes:
-                x = request.get_output_tensor(at).data
-                at += 1
-                for req, sink in targets:
-                    value = reduce_batch(x, req.reducer, req.keep_axis, req.q)
-                    sink(np.array(value, copy=True) if req.reducer == RAW else value)
-            count += 1
-        return count
+            def run(position: int, item: Any) -> ov.InferRequest:
+                request = requests[position % len(requests)]
+                infer_item(request, ports, item, position, stateful)
+                return request
+
+            return _fetch(run_in_order(inputs, run, workers), first, packed, slices, alone, wholes)
+
+        return run_items
 
     # -- weights and biases -------------------------------------------------------------------
     def get_weight(self, model: ov.Model, node: str, port: int) -> np.ndarray:
@@ -569,6 +568,40 @@ def _has_integer_weights(model: ov.Model) -> bool:
         and any(t.get_node().get_type_name() == "Convert" for t in op.output(0).get_target_inputs())
         for op in model.get_ordered_ops()
     )
+
+
+def _fetch(
+    done: Iterable[tuple[int, Any, ov.InferRequest]],
+    first: int,
+    packed: ov.Node | None,
+    slices: list,
+    alone: list,
+    wholes: list,
+) -> int:
+    """Hand every statistic of every finished item to its sinks; the number of items."""
+    count = 0
+    for _, _, request in done:
+        at = first
+        if packed is not None:
+            flat = np.array(request.get_output_tensor(at).data, copy=True)
+            at += 1
+            for start, stop, shape, targets in slices:
+                value = flat[start:stop].reshape(shape)
+                for sink in targets:
+                    sink(value)
+        for _, targets in alone:
+            value = np.array(request.get_output_tensor(at).data, copy=True)
+            at += 1
+            for sink in targets:
+                sink(value)
+        for _, targets in wholes:
+            x = request.get_output_tensor(at).data
+            at += 1
+            for req, sink in targets:
+                value = reduce_batch(x, req.reducer, req.keep_axis, req.q)
+                sink(np.array(value, copy=True) if req.reducer == RAW else value)
+        count += 1
+    return count
 
 
 def _pack(

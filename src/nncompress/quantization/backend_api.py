@@ -3,6 +3,9 @@
 1. ``build_graph(model, example_input)`` -> ``Graph`` (same structure from every backend);
 2. ``collect_statistics(model, inputs, sinks)``: reduced numpy statistics at named tensors,
    pushed into the core's aggregators batch by batch (memory does not grow with subset_size);
+   optionally ``prepare_statistics(model, sinks)`` -> ``run(inputs) -> count``, the same in two
+   steps, so that the core can ready two statistics models at once (OpenVINO compiles them side
+   by side);
 3. weight and bias access (``get_weight``, ``get_bias``, ``set_bias``) for bias correction and
    SmoothQuant;
 4. ``apply(model, placement, params)`` -> a model of the same type carrying the quantizers.

@@ -34,6 +34,7 @@ statistic is a per-sample statistic.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from abc import ABC, abstractmethod
@@ -637,12 +638,19 @@ class StatisticsCollector:
         limits = [limit for _, limit in companions]
         if limits and None not in limits and own:
             # the companions stop after their items: the rest of the stream runs a model that
-            # computes only this collector's statistics (cheaper per item), same values
+            # computes only this collector's statistics (cheaper per item), same values; an
+            # adapter with ``prepare_statistics`` readies both models at once
             head = max(limits)
-            n = adapter.collect_statistics(model, itertools.islice(stream, head), sinks)
+            prepare = getattr(adapter, "prepare_statistics", None)
+            if prepare is not None:
+                run_head, run_rest = prepare(model, sinks), prepare(model, own)
+            else:
+                run_head = functools.partial(adapter.collect_statistics, model, sinks=sinks)
+                run_rest = functools.partial(adapter.collect_statistics, model, sinks=own)
+            n = run_head(itertools.islice(stream, head))
             first = next(stream, _END) if n == head else _END
             if first is not _END:
-                n += adapter.collect_statistics(model, itertools.chain([first], stream), own)
+                n += run_rest(itertools.chain([first], stream))
         else:
             n = adapter.collect_statistics(model, stream, sinks)
         if not n:
