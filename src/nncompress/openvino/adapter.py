@@ -309,13 +309,16 @@ class Adapter:
         if workers > 1 and self.device == "CPU":
             config.setdefault("NUM_STREAMS", workers)
         pool = ThreadPoolExecutor(1, thread_name_prefix="nncompress-compile")
-        compiling = pool.submit(core().compile_model, run_model, self.device, config)
+        # a list, emptied by run_items: the compiled model is freed when its pass ends
+        compiling = [pool.submit(core().compile_model, run_model, self.device, config)]
         pool.shutdown(wait=False)  # the thread ends with the compilation
         del run_model
         n_results = len(results)
 
         def run_items(inputs: Iterable[Any]) -> int:
-            compiled = compiling.result()
+            if not compiling:
+                raise RuntimeError("a prepared statistics pass runs once")
+            compiled = compiling.pop().result()
             if len(compiled.outputs) != first + n_results:
                 raise GraphError("OpenVINO dropped statistic outputs while compiling the model")
             # one request per in-flight item: item i's outputs are read before item
