@@ -66,7 +66,7 @@ class AdvancedBiasCorrectionParameters:
 class AdvancedQuantizationParameters:
     """Knobs below the main ``quantize`` arguments; defaults match NNCF's behaviour."""
 
-    overflow_fix: OverflowFix | str | None = None  # None: first_layer_only, as NNCF 3.x
+    overflow_fix: OverflowFix | str | None = None
     quantize_outputs: bool = False
     inplace_statistics: bool = True
     disable_channel_alignment: bool = True

@@ -15,9 +15,6 @@ from nncompress.quantization.spec import Placement
 
 OVERFLOW_FIX_DEVICES = frozenset({TargetDevice.ANY, TargetDevice.CPU})
 MODES = ("enable", "disable", "first_layer_only")
-# post-training quantization without an ``overflow_fix``: NNCF 3.x's default (the first
-# convolutions take most of the overflow risk: their inputs are the raw, large-valued images)
-DEFAULT_PTQ_OVERFLOW_FIX = "first_layer_only"
 _FIRST_LAYER_KINDS = op_kinds.CONVOLUTION_KINDS - {op_kinds.CONVOLUTION_TRANSPOSE}
 
 

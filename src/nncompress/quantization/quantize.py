@@ -27,7 +27,7 @@ from nncompress.quantization.algorithms import (
     MinMaxQuantization,
     SmoothQuant,
 )
-from nncompress.quantization.overflow_fix import DEFAULT_PTQ_OVERFLOW_FIX, apply_overflow_fix
+from nncompress.quantization.overflow_fix import apply_overflow_fix
 from nncompress.quantization.range_estimators import get_range_estimator
 from nncompress.quantization.spec import Placement
 from nncompress.scopes import IgnoredScope
@@ -155,8 +155,7 @@ def _quantize_graph(
         example = _first_item(calibration_dataset)
         graph = adapter.build_graph(model, example)
         placement = _placement_for(graph, target_device, preset, model_type, ignored_scope, advanced)
-        fix = advanced.overflow_fix if advanced.overflow_fix is not None else DEFAULT_PTQ_OVERFLOW_FIX
-        placement = apply_overflow_fix(placement, graph, fix, target_device)
+        placement = apply_overflow_fix(placement, graph, advanced.overflow_fix, target_device)
         _warn_unsupported(graph)
         if model_type == ModelType.TRANSFORMER and _smooth_quant_alpha(advanced) >= 0:
             # SmoothQuant changes weights: work on a copy so the user's model stays untouched
