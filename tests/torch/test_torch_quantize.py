@@ -280,7 +280,12 @@ def test_unsupported_op_is_left_in_float_and_named_in_a_warning():
 
 @pytest.mark.parametrize(
     ("fix", "device", "expect"),
-    [("enable", "CPU", "all"), ("first_layer_only", "ANY", "first"), ("enable", "GPU", "none")],
+    [
+        ("enable", "CPU", "all"),
+        ("first_layer_only", "ANY", "first"),
+        (None, "CPU", "none"),  # the default: off (NNCF 3.x: first_layer_only, see docs/ptq.md)
+        ("enable", "GPU", "none"),
+    ],
 )
 def test_overflow_fix_halves_weight_range_only_where_kernels_overflow(fix, device, expect):
     from nncompress.quantization.advanced_parameters import AdvancedQuantizationParameters

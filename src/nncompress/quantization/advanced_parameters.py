@@ -64,9 +64,10 @@ class AdvancedBiasCorrectionParameters:
 
 @dataclass
 class AdvancedQuantizationParameters:
-    """Knobs below the main ``quantize`` arguments; defaults match NNCF's behaviour."""
+    """Knobs below the main ``quantize`` arguments; defaults match NNCF's behaviour except
+    ``overflow_fix`` (off: all 8 weight bits; see docs/ptq.md)."""
 
-    overflow_fix: OverflowFix | str | None = None
+    overflow_fix: OverflowFix | str | None = None  # None: disable (NNCF 3.x: first_layer_only)
     quantize_outputs: bool = False
     inplace_statistics: bool = True
     disable_channel_alignment: bool = True
