@@ -181,3 +181,16 @@ def sqnr(reference: np.ndarray, value: np.ndarray) -> float:
     reference, value = np.asarray(reference, np.float64), np.asarray(value, np.float64)
     noise = np.sum((reference - value) ** 2)
     return float("inf") if noise == 0 else float(10 * np.log10(np.sum(reference**2) / noise))
+
+
+def spy_workers(monkeypatch, adapter_module) -> list[int]:
+    """The ``workers`` of every statistics pass of ``adapter_module`` (its ``run_in_order``)."""
+    seen: list[int] = []
+    real = adapter_module.run_in_order
+
+    def spy(items, run, workers):
+        seen.append(workers)
+        return real(items, run, workers)
+
+    monkeypatch.setattr(adapter_module, "run_in_order", spy)
+    return seen

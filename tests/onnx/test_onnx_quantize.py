@@ -13,6 +13,7 @@ from backend_models import (
     build,
     calibration_data,
     export_onnx,
+    spy_workers,
     sqnr,
 )
 
@@ -508,14 +509,7 @@ def test_stat_requests_number_sets_the_items_in_flight(conv_case, monkeypatch):
     """NNCF's ``backend_params['stat_requests_number']``: 1 runs the statistics one item at a time
     (lowest peak memory), with the same result; a bad value is a ConfigError naming the key."""
     model, data, _ = conv_case
-    seen = []
-    real = onnx_adapter.run_in_order
-
-    def spy(items, run, workers):
-        seen.append(workers)
-        return real(items, run, workers)
-
-    monkeypatch.setattr(onnx_adapter, "run_in_order", spy)
+    seen = spy_workers(monkeypatch, onnx_adapter)
     one = quantize(model, data, backend_params={"stat_requests_number": 1})
     assert seen and set(seen) == {1}
     seen.clear()

@@ -12,6 +12,7 @@ from backend_models import (
     TinyBlock,
     build,
     calibration_data,
+    spy_workers,
     sqnr,
     to_openvino,
 )
@@ -297,20 +298,14 @@ def test_stat_requests_number_sets_the_cpu_streams_and_not_the_result(conv_case,
     from nncompress.openvino import adapter as ov_adapter
 
     model, data, default = conv_case
-    seen = []
-    real_run, real_compile = ov_adapter.run_in_order, ov.Core.compile_model
-
-    def spy_run(items, run, workers):
-        seen.append(workers)
-        return real_run(items, run, workers)
-
+    seen = spy_workers(monkeypatch, ov_adapter)
+    real_compile = ov.Core.compile_model
     streams = []
 
     def spy_compile(self, m, device="CPU", config=None):
         streams.append((config or {}).get("NUM_STREAMS", 1))
         return real_compile(self, m, device, config or {})
 
-    monkeypatch.setattr(ov_adapter, "run_in_order", spy_run)
     monkeypatch.setattr(ov.Core, "compile_model", spy_compile)
     one = quantize(model, data, backend_params={"stat_requests_number": 1})
     assert seen and set(seen) == {1} and set(streams) == {1}
@@ -338,14 +333,7 @@ def test_statistics_of_a_model_with_its_own_int8_weights_run_on_one_stream(monke
     weight = ops.multiply(ops.convert(ops.constant(w), ov.Type.f32), ops.constant(np.float32(0.01)))
     y = ops.matmul(x, weight, False, True)
     model = ov.Model([y], [x], "int8_weights")
-    seen = []
-    real = ov_adapter.run_in_order
-
-    def spy(items, run, workers):
-        seen.append(workers)
-        return real(items, run, workers)
-
-    monkeypatch.setattr(ov_adapter, "run_in_order", spy)
+    seen = spy_workers(monkeypatch, ov_adapter)
     data = [rng.standard_normal((1, 4)).astype(np.float32) for _ in range(4)]
     got = []
     target = TargetPoint(TargetType.OUTPUT, y.get_friendly_name(), 0)

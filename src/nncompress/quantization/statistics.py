@@ -34,7 +34,6 @@ statistic is a per-sample statistic.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from abc import ABC, abstractmethod
@@ -642,11 +641,12 @@ class StatisticsCollector:
             # adapter with ``prepare_statistics`` readies both models at once
             head = max(limits)
             prepare = getattr(adapter, "prepare_statistics", None)
-            if prepare is not None:
-                run_head, run_rest = prepare(model, sinks), prepare(model, own)
-            else:
-                run_head = functools.partial(adapter.collect_statistics, model, sinks=sinks)
-                run_rest = functools.partial(adapter.collect_statistics, model, sinks=own)
+            if prepare is None:
+
+                def prepare(model: Any, sinks: Mapping) -> Callable[[Iterable[Any]], int]:
+                    return lambda items: adapter.collect_statistics(model, items, sinks)
+
+            run_head, run_rest = prepare(model, sinks), prepare(model, own)
             n = run_head(itertools.islice(stream, head))
             first = next(stream, _END) if n == head else _END
             if first is not _END:
