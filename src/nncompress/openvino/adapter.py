@@ -612,7 +612,7 @@ def _pack(
 ) -> tuple[ov.Node | None, list[tuple[int, int, tuple[int, ...], list]], list[tuple[ov.Node, list]]]:
     """One f32 vector of every reduction of static shape, and where each one lies in it: one
     output per item instead of hundreds (EfficientNet-Lite0: 213), whose fetching and copying
-    were a third of the Python time of a statistics pass.
+    took about a quarter of the Python time of a statistics pass (cProfile, 0.18 of 0.75 s).
 
     Returns ``(concat or None, [(start, stop, shape, sinks)], [(reduction, sinks)])``, the last
     list for reductions of dynamic shape, which stay outputs of their own."""
