@@ -126,6 +126,24 @@ class SensitiveMLP(nn.Module):
         return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 
 
+class SmallMapConvs(nn.Module):
+    """Two 3x3 "same" convolutions on a 4x4 map: a border tap reads padding at a quarter of the
+    output positions, so summing all taps overstates how an input shift moves the output mean."""
+
+    input_shape = (4, 4, 4)
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(4, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        with torch.no_grad():  # biases away from 0: every correction passes the threshold
+            self.c1.bias.add_(3.0)
+            self.c2.bias.add_(3.0)
+
+    def forward(self, x):
+        return self.c2(self.c1(x))
+
+
 def build(cls: type[nn.Module], seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = cls().eval()

@@ -9,6 +9,7 @@ from backend_models import (
     ConcatNet,
     ConvNet,
     SeqMLP,
+    SmallMapConvs,
     TinyBlock,
     build,
     calibration_data,
@@ -522,3 +523,22 @@ def test_stat_requests_number_sets_the_items_in_flight(conv_case, monkeypatch):
         )
     with pytest.raises(nncompress.errors.ConfigError, match="stat_requests_number"):
         quantize(model, data, backend_params={"stat_requests_number": 0})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bias_correction_accounts_for_padding_on_small_maps(seed, monkeypatch):
+    from nncompress.quantization.algorithms import base
+
+    torch_model = build(SmallMapConvs, seed)
+    model = export_onnx(torch_model)  # static 4x4 maps: the graph knows where padding is read
+    data = [d + 1.0 for d in calibration_data(torch_model, n=16, seed=seed)]
+    ref = run(model, data)
+
+    def residual_mean_shift() -> float:
+        out = run(quantize(model, data), data)
+        return float(np.abs((out - ref).mean(axis=(0, 2, 3))).max())
+
+    padding_aware = residual_mean_shift()
+    monkeypatch.setattr(base, "conv_tap_coverage", lambda *args: None)  # every tap counts fully
+    taps_summed = residual_mean_shift()
+    assert padding_aware < 0.6 * taps_summed

@@ -9,6 +9,7 @@ from nncompress.quantization.algorithms.base import (
     activation_port,
     bias_correction_layers,
     calibration_iterations,
+    conv_tap_coverage,
     input_factory,
     input_statistic_target,
     layer_transfer_matrix,
@@ -89,3 +90,54 @@ def test_input_statistic_target_prefers_the_quantizer_tensor():
         ]
     )
     assert input_statistic_target(g, elsewhere, dw, 0) == TargetPoint(TargetType.INPUT, "dw", 0)
+
+
+@pytest.mark.parametrize(
+    "attrs, size",
+    [
+        ({"padding": (1, 1)}, (4, 4)),  # torch: begins only
+        ({"padding": (1, 1, 1, 1), "stride": (2, 2)}, (5, 6)),  # ONNX / OpenVINO: begins + ends
+        ({"padding": (2, 0, 1, 1), "dilation": (2, 1)}, (6, 5)),  # asymmetric
+        ({"padding": "same"}, (5, 4)),
+        ({"padding": "valid", "stride": (2, 1)}, (7, 6)),
+        ({}, (3, 4)),  # no padding attribute: derived from the shapes
+        ({"padding": 1, "groups": 3}, (4, 4)),  # depthwise
+    ],
+)
+def test_padded_transfer_matrix_is_exact_for_constant_inputs(attrs, size):
+    """A per-channel constant input moves a padded convolution's output mean by exactly M @ c."""
+    torch = pytest.importorskip("torch")
+    groups = attrs.get("groups", 1)
+    kind = op_kinds.DEPTHWISE_CONVOLUTION if groups > 1 else op_kinds.CONVOLUTION
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, 3 // groups, 3, 3))
+    node = Node(
+        "c", "Conv", kind, attrs={"kernel_size": (3, 3), **attrs}, weights={1: WeightInfo("w", w.shape)}
+    )
+    pad = attrs.get("padding", 0)
+    if isinstance(pad, tuple) and len(pad) == 4:  # F.pad takes (w_begin, w_end, h_begin, h_end)
+        x_pad, pad = (pad[1], pad[3], pad[0], pad[2]), 0
+    else:
+        x_pad = None
+    c = rng.normal(size=3)
+    x = torch.tensor(np.broadcast_to(c[None, :, None, None], (1, 3, *size)).copy())
+    conv_in = torch.nn.functional.pad(x, x_pad) if x_pad else x
+    y = torch.nn.functional.conv2d(
+        conv_in, torch.tensor(w), None, attrs.get("stride", 1), pad, attrs.get("dilation", 1), groups
+    )
+    m = layer_transfer_matrix(node, w, node.weights[1], tuple(x.shape), tuple(y.shape))
+    np.testing.assert_allclose(m @ c, y.mean(dim=(0, 2, 3)).numpy(), rtol=1e-10, atol=1e-12)
+    if attrs.get("padding") not in ("valid", None):
+        assert conv_tap_coverage(node, tuple(x.shape), tuple(y.shape)).min() < 1
+
+
+def test_transfer_matrix_without_static_shapes_sums_the_taps():
+    node = Node("c", "Conv", op_kinds.CONVOLUTION, attrs={"kernel_size": (3, 3), "padding": (1, 1)})
+    w = np.ones((2, 2, 3, 3))
+    for shapes in [(None, None), ((1, 2, None, None), (1, 2, None, None)), ((1, 2, 4), (1, 2, 4, 4))]:
+        assert conv_tap_coverage(node, *shapes) is None
+        np.testing.assert_array_equal(layer_transfer_matrix(node, w, WeightInfo("w", w.shape), *shapes), 9)
+    np.testing.assert_allclose(
+        conv_tap_coverage(node, (1, 2, 4, 4), (1, 2, 4, 4)),
+        np.outer([0.75, 1, 0.75], [0.75, 1, 0.75]),
+    )

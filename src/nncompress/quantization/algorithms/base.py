@@ -164,11 +164,16 @@ def input_statistic_target(graph: Graph, placement: Placement | None, node: Node
     return here
 
 
-def mean_transfer_matrix(weight: np.ndarray, info: WeightInfo, groups: int = 1) -> np.ndarray | None:
+def mean_transfer_matrix(
+    weight: np.ndarray, info: WeightInfo, groups: int = 1, coverage: np.ndarray | None = None
+) -> np.ndarray | None:
     """Matrix ``M`` (out, in) with ``mean(y)[o] = sum_i M[o, i] * mean(x)[i]`` for a linear op.
 
-    Exact for MatMul/Linear; for convolutions it ignores padding (kernel taps summed). Grouped
-    convolutions give a block-diagonal matrix. None when the layout is not understood.
+    Exact for MatMul/Linear. For convolutions the kernel taps are summed, each weighted by
+    ``coverage`` (the share of output positions where that tap reads the input and not padding,
+    ``conv_tap_coverage``; without it every tap counts fully, which overstates the border taps of
+    small feature maps). Grouped convolutions give a block-diagonal matrix. None when the layout
+    is not understood.
     """
     w = np.asarray(weight, dtype=np.float64)
     if w.ndim < 2:
@@ -176,6 +181,12 @@ def mean_transfer_matrix(weight: np.ndarray, info: WeightInfo, groups: int = 1) 
     out_ax, in_ax = info.out_channel_axis % w.ndim, info.in_channel_axis % w.ndim
     if out_ax == in_ax:
         return None
+    if coverage is not None:
+        if coverage.ndim > w.ndim - 2 or w.shape[w.ndim - coverage.ndim :] != coverage.shape:
+            return None
+        if w.ndim - coverage.ndim <= max(out_ax, in_ax):
+            return None  # the kernel taps are not the trailing axes
+        w = w * coverage
     other = tuple(a for a in range(w.ndim) if a not in (out_ax, in_ax))
     summed = w.sum(axis=other) if other else w
     # axes left: (min(out, in), max(out, in)) in that order
@@ -201,10 +212,76 @@ def node_groups(node: Node) -> int:
         return 1
 
 
-def layer_transfer_matrix(node: Node, weight: np.ndarray, info: WeightInfo) -> np.ndarray | None:
+def _per_dim(value: Any, nd: int, default: int) -> tuple[int, ...] | None:
+    if value is None:
+        return (default,) * nd
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * nd
+    try:
+        values = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) == nd else None
+
+
+def _pads_begin(padding: Any, nd: int, kernel, stride, dilation, in_sp, out_sp) -> tuple[int, ...] | None:
+    """Leading padding per spatial dim: from ``(begins...)``, ``(begins..., ends...)`` or an int;
+    ``"valid"`` is 0; missing or ``"same"`` is derived from the shapes (the extra pad at the end,
+    as torch and ONNX's SAME_UPPER do)."""
+    if isinstance(padding, str) and padding.lower() == "valid":
+        return (0,) * nd
+    if padding is not None and not isinstance(padding, str):
+        if isinstance(padding, (tuple, list)) and len(padding) == 2 * nd:
+            padding = padding[:nd]
+        return _per_dim(padding, nd, 0)
+    begins = []
+    for k, s, d, i, o in zip(kernel, stride, dilation, in_sp, out_sp):
+        total = (o - 1) * s + (k - 1) * d + 1 - i
+        begins.append(max(total, 0) // 2)
+    return tuple(begins)
+
+
+def conv_tap_coverage(node: Node, in_shape: Any, out_shape: Any) -> np.ndarray | None:
+    """Per kernel tap, the share of output positions where the tap reads the input rather than
+    padding, for a (non-transposed) convolution with channels-first activations of static
+    spatial shape; None when not known. A 3x3 "same" convolution on a 4x4 map reads padding at
+    the border taps for a quarter of its positions each: a constant input shift moves the output
+    mean by the covered taps only."""
+    if node.kind not in op_kinds.CONVOLUTION_KINDS or node.kind == op_kinds.CONVOLUTION_TRANSPOSE:
+        return None
+    if node.attrs.get("transpose") or activation_channel_axis(node) != 1:
+        return None
+    kernel = node.attrs.get("kernel_size")
+    if not kernel or in_shape is None or out_shape is None:
+        return None
+    nd = len(kernel)
+    in_sp, out_sp = tuple(in_shape)[2:], tuple(out_shape)[2:]
+    if len(in_sp) != nd or len(out_sp) != nd:
+        return None
+    if not all(isinstance(v, (int, np.integer)) and v > 0 for v in in_sp + out_sp):
+        return None  # dynamic spatial dims
+    stride = _per_dim(node.attrs.get("stride"), nd, 1)
+    dilation = _per_dim(node.attrs.get("dilation"), nd, 1)
+    if stride is None or dilation is None:
+        return None
+    pads = _pads_begin(node.attrs.get("padding"), nd, kernel, stride, dilation, in_sp, out_sp)
+    if pads is None:
+        return None
+    coverage = np.ones(())
+    for k, s, d, p, i, o in zip(kernel, stride, dilation, pads, in_sp, out_sp):
+        read = np.arange(o)[None, :] * s - p + np.arange(k)[:, None] * d  # (tap, output position)
+        share = ((read >= 0) & (read < i)).mean(axis=1)
+        coverage = np.multiply.outer(coverage, share)
+    return coverage
+
+
+def layer_transfer_matrix(
+    node: Node, weight: np.ndarray, info: WeightInfo, in_shape: Any = None, out_shape: Any = None
+) -> np.ndarray | None:
     """``mean_transfer_matrix`` for the weighted op ``node`` (groups from its attributes; a
-    depthwise convolution without a ``groups`` attribute is one group per channel). Grouped
-    transposed convolutions are not handled (None)."""
+    depthwise convolution without a ``groups`` attribute is one group per channel), padding-aware
+    when the activation shapes are given (``conv_tap_coverage``). Grouped transposed convolutions
+    are not handled (None)."""
     groups = node_groups(node)
     transposed = node.kind == op_kinds.CONVOLUTION_TRANSPOSE or bool(node.attrs.get("transpose"))
     if transposed and groups > 1:
@@ -212,4 +289,4 @@ def layer_transfer_matrix(node: Node, weight: np.ndarray, info: WeightInfo) -> n
     if node.kind == op_kinds.DEPTHWISE_CONVOLUTION and groups == 1:
         w = np.asarray(weight)
         groups = w.shape[info.out_channel_axis] if w.ndim >= 2 and w.shape[info.in_channel_axis] == 1 else 1
-    return mean_transfer_matrix(weight, info, groups)
+    return mean_transfer_matrix(weight, info, groups, conv_tap_coverage(node, in_shape, out_shape))

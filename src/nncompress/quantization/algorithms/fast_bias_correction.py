@@ -10,8 +10,11 @@ and, per input channel, the mean of its input. Then
 
     shift = (fp_out - q_out) - M @ (fp_in - q_in)          bias_q += shift
 
-where ``M`` maps input-channel means to output-channel means (the weight summed over kernel
-taps; exact for MatMul, ignores padding for convolutions). The second term removes the part of the
+where ``M`` maps input-channel means to output-channel means (exact for MatMul; for a
+convolution the weight summed over kernel taps, each tap weighted by the share of output positions
+where it reads the input rather than padding, when the graph knows the spatial shapes:
+``conv_tap_coverage``; a 3x3 tap at the border of a 4x4 map reads padding at a quarter of them).
+The second term removes the part of the
 output shift that came in through the layer's input from upstream layers: those layers get their
 own correction in the same pass, so without it the shift would be corrected twice. The input mean
 is observed before the layer's own input quantizer (at that quantizer's target point), so the
@@ -138,7 +141,15 @@ def plan_layer_statistics(
         port, weight = activation_port(graph, node), main_weight(node)
         if compensate_input_shift and port is not None and weight is not None:
             w_port, info = weight
-            matrix = layer_transfer_matrix(node, adapter.get_weight(model, node.name, w_port), info)
+            in_edges = [e for e in graph.in_edges(node.name) if e.dst_port == port]
+            out_edges = graph.out_edges(node.name, 0)
+            matrix = layer_transfer_matrix(
+                node,
+                adapter.get_weight(model, node.name, w_port),
+                info,
+                in_edges[0].tensor.shape if in_edges else None,
+                out_edges[0].tensor.shape if out_edges else None,
+            )
             if matrix is not None:
                 in_tp = input_statistic_target(graph, placement, node, port)
                 plan.in_key = [c.add(in_tp, MEAN_OF_MEAN, axis) for c in collectors][0]
