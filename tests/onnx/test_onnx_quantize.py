@@ -456,6 +456,19 @@ def test_calibration_items_may_be_torch_tensors_tuples_or_dicts():
         assert sqnr(reference, run(quantize(model, items), data)) > 25
 
 
+def test_a_generator_of_items_quantizes_like_a_list(conv_case):
+    """NNCF reads calibration items once, so ``nncf.Dataset(generator)`` works there; our fast
+    bias correction reads the first items again, from the Dataset's replay of the generator."""
+    model, data, q = conv_case
+    from_generator = nncompress.quantize(
+        model,
+        nncompress.Dataset(d for d in data),
+        subset_size=len(data) * 2,
+        advanced_parameters=AdvancedQuantizationParameters(show_progress=False),
+    )
+    assert from_generator.SerializeToString() == q.SerializeToString()
+
+
 def test_four_bit_weights_are_int4_at_opset_21():
     torch_model = build(MLP)
     model = export_onnx(torch_model)
