@@ -125,3 +125,45 @@ def test_quantized_models_of_the_three_backends_agree():
         assert sqnr(reference, out) > 30
     # the three quantized models are closer to one another than to the float model
     assert sqnr(out_onnx, out_ov) > 45 and sqnr(out_torch, out_onnx) > 45
+
+
+class _FreshItems:
+    """A re-iterable source that makes every item anew: nothing but the pipeline can hold them."""
+
+    def __init__(self, n: int, shape: tuple[int, ...]):
+        self.n, self.shape = n, shape
+
+    def __iter__(self):
+        rng = np.random.default_rng(0)
+        for _ in range(self.n):
+            yield rng.standard_normal(self.shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx", "openvino"])
+def test_statistics_stream_memory_does_not_grow_with_subset_size(backend):
+    import tracemalloc
+
+    torch_model = build(ConvNet)
+    model = {
+        "torch": lambda: torch_model,
+        "onnx": lambda: export_onnx(torch_model),
+        "openvino": lambda: to_openvino(torch_model),
+    }[backend]()
+    shape = (64, *ConvNet.input_shape)  # 0.19 MiB per item: 64 items held would be 12 MiB
+    transform = torch.from_numpy if backend == "torch" else None
+
+    def peak_mib(items: int) -> float:
+        tracemalloc.start()
+        nncompress.quantize(
+            model,
+            nncompress.Dataset(_FreshItems(items, shape), transform),
+            subset_size=items * shape[0],
+            advanced_parameters=AdvancedQuantizationParameters(show_progress=False),
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak / 2**20
+
+    peak_mib(2)  # first-call caches (imports, compiled kernels) out of the measurement
+    few, many = peak_mib(8), peak_mib(64)
+    assert many < few + 2.0, (few, many)
