@@ -30,6 +30,7 @@ See benchmarks/README.md for the meaning of every number.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -219,12 +220,14 @@ def runtime_precisions(compiled) -> dict:
     """Share of compute layers (conv, FC, matmul) the CPU plugin runs in i8/u8."""
     compute, int8, others = 0, 0, []
     types: dict[str, int] = {}
+    sequence = []
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
         layer_type = info["layerType"].astype(str) if "layerType" in info else op.get_type_name()
         precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else "?"
         key = f"{layer_type}:{precision}"
         types[key] = types.get(key, 0) + 1
+        sequence.append(key)
         if layer_type in COMPUTE_LAYER_TYPES:
             compute += 1
             if precision in INT8_PRECISIONS:
@@ -237,6 +240,9 @@ def runtime_precisions(compiled) -> dict:
         "int8_share": int8 / compute if compute else 0.0,
         "non_int8_compute_layers": others[:20],
         "layer_precision_counts": dict(sorted(types.items())),
+        # the executed graph, layer by layer: equal digests mean latency differences are noise
+        "runtime_layers": len(sequence),
+        "runtime_digest": hashlib.sha1("\n".join(sequence).encode()).hexdigest()[:12],
     }
 
 
