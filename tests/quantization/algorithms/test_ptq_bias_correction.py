@@ -3,7 +3,7 @@ import pytest
 
 from nncompress.graph import Edge, Graph, Node, WeightInfo, op_kinds
 from nncompress.quantization.algorithms import BiasCorrection, FastBiasCorrection, MinMaxQuantization
-from nncompress.quantization.algorithms.base import mean_transfer_matrix
+from nncompress.quantization.algorithms.base import BlockDiagonal, mean_transfer_matrix
 from nncompress.quantization.algorithms.bias_correction import correction_levels
 from nncompress.quantization.params import QuantizerParams
 from nncompress.quantization.spec import Placement, QuantizationPoint, QuantizerSpec, TargetPoint, TargetType
@@ -210,6 +210,15 @@ def test_mean_transfer_matrix_layouts():
     np.testing.assert_array_equal(mean_transfer_matrix(wt, info_t), m)
     g = mean_transfer_matrix(np.ones((4, 1, 3)), WeightInfo("w", (4, 1, 3)), groups=4)
     np.testing.assert_array_equal(g, np.eye(4) * 3)
+    # grouped: kept as its blocks (a dense depthwise M is channels x channels), used like the dense
+    wg = np.arange(6 * 2 * 3, dtype=float).reshape(6, 2, 3)  # 3 groups of 2 outputs x 2 inputs
+    grouped = mean_transfer_matrix(wg, WeightInfo("w", wg.shape), groups=3)
+    assert isinstance(grouped, BlockDiagonal) and grouped.blocks.size == 12 and grouped.shape == (6, 6)
+    dense = np.asarray(grouped)
+    np.testing.assert_array_equal(dense[:2, :2], wg[:2].sum(axis=2))
+    assert not dense[:2, 2:].any() and not dense[2:4, :2].any()
+    x = np.arange(6.0) - 2
+    np.testing.assert_allclose(grouped @ x, dense @ x)
 
 
 def test_correction_levels_group_independent_layers():
