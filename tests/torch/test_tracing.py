@@ -443,6 +443,16 @@ def test_failure_outside_an_op_names_the_module():
         trace(Outer(), torch.randn(1, 4))
 
 
+def test_numpy_inputs_fail_with_a_hint_to_convert_them():
+    np = pytest.importorskip("numpy")
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    with pytest.raises(TracingError, match=r"numpy array of shape \(1, 3, 8, 8\).*torch\.from_numpy"):
+        trace(model, {"input": np.zeros((1, 3, 8, 8), np.float32)})
+    with pytest.raises(TracingError) as info:  # a failure with tensors gets no such hint
+        trace(model, torch.zeros(1, 5, 8, 8))
+    assert "numpy" not in str(info.value)
+
+
 def test_tracing_a_wrapped_model_ignores_its_hooks(traced):
     from nncompress.quantization.spec import TargetPoint, TargetType
 

@@ -552,9 +552,32 @@ def trace(model: nn.Module, example_input: Any, *, keyword_inputs: Mapping | Non
     except TracingError:
         raise
     except Exception as exc:
-        raise TracingError(tracer.failure_message(exc)) from exc
+        raise TracingError(tracer.failure_message(exc) + _non_tensor_hint(args, kwargs)) from exc
     finally:
         for h in handles:
             h.remove()
         snapshot.restore()
     return tracer.graph
+
+
+def _non_tensor_hint(args: tuple, kwargs: dict) -> str:
+    """A hint when the input holds numpy arrays (calibration data made for ONNX or OpenVINO)."""
+    found: list[str] = []
+
+    def visit(x: Any) -> None:
+        if isinstance(x, (list, tuple)):
+            for v in x:
+                visit(v)
+        elif isinstance(x, Mapping):
+            for v in x.values():
+                visit(v)
+        elif type(x).__module__ == "numpy" and hasattr(x, "shape"):
+            found.append(f"numpy array of shape {tuple(x.shape)}")
+
+    visit((args, kwargs))
+    if not found:
+        return ""
+    return (
+        f". The input holds a {found[0]}: a torch model takes torch.Tensor inputs; convert them in "
+        "the Dataset's transform_fn (e.g. torch.from_numpy)"
+    )
