@@ -62,6 +62,15 @@ def has_unloaded_external_data(model: onnx.ModelProto) -> bool:
     )
 
 
+# ONNX Runtime (1.20+) quantizes the float weights and biases of a Conv/Gemm/MatMul fed by a
+# DequantizeLinear to int8/int32 of its own choosing, per tensor ("WeightBiasQuantization"). The
+# statistics copy of a quantized model holds its weights as float constants (the DequantizeLinear
+# folded away for speed), so ONNX Runtime would re-quantize them: EfficientNet-Lite0's depthwise
+# weights came out per-tensor int8, a layer's output mean off by up to 8.6 when its producer's
+# output was not itself observed. (Unknown names are ignored by older versions.)
+KEEP_FLOAT_WEIGHTS = ["WeightBiasQuantization"]
+
+
 @contextmanager
 def inference_session(
     model: onnx.ModelProto,
@@ -95,7 +104,9 @@ def inference_session(
             "onnx.load(path) (load_external_data=True) or nncompress.onnx.load_model(path)"
         )
     if model_bytes(model) <= large_model_bytes:
-        yield ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+        yield ort.InferenceSession(
+            model.SerializeToString(), options, providers=providers, disabled_optimizers=KEEP_FLOAT_WEIGHTS
+        )
         return
     with tempfile.TemporaryDirectory(prefix="nncompress_onnx_") as tmp:
         path = Path(tmp) / "model.onnx"
@@ -107,7 +118,9 @@ def inference_session(
             location="model.onnx.data",
             size_threshold=1024,
         )
-        session = ort.InferenceSession(os.fspath(path), options, providers=providers)
+        session = ort.InferenceSession(
+            os.fspath(path), options, providers=providers, disabled_optimizers=KEEP_FLOAT_WEIGHTS
+        )
         try:
             yield session
         finally:
