@@ -179,6 +179,27 @@ class Adapter:
         with torch.no_grad():
             param.copy_(torch.as_tensor(value, dtype=param.dtype))
 
+    def batch_norm_affine(self, model: nn.Module, node: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(scale, shift)`` of a BatchNorm module in eval mode, ``y = scale * x + shift`` per
+        channel: fast bias correction maps a convolution's input shift through ``scale`` and
+        weighs a correction against ``shift``, the bias the pair has once folded (as ONNX and
+        OpenVINO see it). None for a BatchNorm without running statistics or not a module."""
+        bias = self._node(model, node).bias
+        try:
+            module = model.get_submodule(bias.rpartition(".")[0]) if bias else None
+        except AttributeError:
+            return None
+        if not isinstance(module, nn.modules.batchnorm._BatchNorm) or module.running_var is None:
+            return None
+        with torch.no_grad():
+            scale = torch.rsqrt(module.running_var.double() + module.eps)
+            if module.weight is not None:
+                scale = scale * module.weight.double()
+            shift = -scale * module.running_mean.double()
+            if module.bias is not None:
+                shift = shift + module.bias.double()
+        return scale.cpu().numpy(), shift.cpu().numpy()
+
     # -- SmoothQuant ----------------------------------------------------------------------------
     def cannot_scale_activation(
         self, model: nn.Module, source: tuple[str, int], consumers: list[tuple[str, int]]

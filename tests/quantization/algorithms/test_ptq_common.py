@@ -7,6 +7,7 @@ from nncompress.graph import Edge, Graph, Node, WeightInfo, op_kinds
 from nncompress.quantization.algorithms.base import (
     activation_channel_axis,
     activation_port,
+    bias_carrier,
     bias_correction_layers,
     calibration_iterations,
     conv_tap_coverage,
@@ -141,3 +142,23 @@ def test_transfer_matrix_without_static_shapes_sums_the_taps():
         conv_tap_coverage(node, (1, 2, 4, 4), (1, 2, 4, 4)),
         np.outer([0.75, 1, 0.75], [0.75, 1, 0.75]),
     )
+
+
+def test_a_bias_less_layer_is_corrected_through_the_batch_norm_that_alone_reads_it():
+    g = Graph()
+    g.add_node(Node("in", "in", op_kinds.INPUT))
+    g.add_node(Node("conv", "conv", op_kinds.CONVOLUTION, weights={1: WeightInfo("conv.w", (4, 3, 3, 3))}))
+    g.add_node(
+        Node("bn", "bn", op_kinds.BATCH_NORM, weights={3: WeightInfo("bn.weight", (4,))}, bias="bn.bias")
+    )
+    g.add_node(Node("conv2", "conv", op_kinds.CONVOLUTION, weights={1: WeightInfo("conv2.w", (4, 4, 1, 1))}))
+    g.add_node(
+        Node("bn2", "bn", op_kinds.BATCH_NORM, weights={3: WeightInfo("bn2.weight", (4,))}, bias="bn2.bias")
+    )
+    g.add_node(Node("relu", "relu", op_kinds.RELU))
+    for src, dst in [("in", "conv"), ("conv", "bn"), ("bn", "conv2"), ("conv2", "bn2"), ("conv2", "relu")]:
+        g.add_edge(Edge(src, 0, dst, 0))
+    assert bias_carrier(g, g.node("conv")).name == "bn"
+    assert bias_carrier(g, g.node("conv2")) is None  # its output also reaches the ReLU directly
+    # the BatchNorm is the carrier, not a layer of its own
+    assert [n.name for n in bias_correction_layers(g, None)] == ["conv"]

@@ -120,15 +120,33 @@ def quantized_weight_nodes(placement: Placement | None) -> set[str] | None:
     return {p.target.node for p in placement.weight_points}
 
 
+def bias_carrier(graph: Graph, node: Node) -> Node | None:
+    """The node whose bias shifts the output of the weighted op ``node``: ``node`` itself when it
+    has a bias, else the BatchNorm that alone reads its output (torch keeps Conv-BN pairs apart,
+    the convolution without a bias; ONNX and OpenVINO fold the BatchNorm into it). None: neither.
+    """
+    if node.bias is not None:
+        return node
+    readers = graph.out_edges(node.name)
+    if len(readers) != 1 or readers[0].dst_port != 0:
+        return None
+    reader = graph.node(readers[0].dst)
+    return reader if reader.kind == op_kinds.BATCH_NORM and reader.bias is not None else None
+
+
 def bias_correction_layers(graph: Graph, placement: Placement | None) -> list[Node]:
-    """Weighted ops with a bias (whose weight is quantized, when a placement is given), in
-    topological order."""
+    """Weighted ops with a bias or a BatchNorm after them (``bias_carrier``), whose weight is
+    quantized when a placement is given, in topological order."""
     quantized = quantized_weight_nodes(placement)
     out = []
     for node in graph.topological_order():
-        if not node.has_weights or node.bias is None:
+        if not node.has_weights or node.kind in (
+            op_kinds.EMBEDDING,
+            op_kinds.EMBEDDING_BAG,
+            op_kinds.BATCH_NORM,
+        ):
             continue
-        if node.kind in (op_kinds.EMBEDDING, op_kinds.EMBEDDING_BAG):
+        if bias_carrier(graph, node) is None:
             continue
         if quantized is not None and node.name not in quantized:
             continue

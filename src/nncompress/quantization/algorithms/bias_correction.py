@@ -31,6 +31,7 @@ from nncompress.quantization.algorithms.fast_bias_correction import (
     BiasCorrectionRecord,
     _CorrectsBias,
     apply_bias_shift,
+    folded_bias,
     plan_layer_statistics,
 )
 from nncompress.quantization.spec import Placement
@@ -102,7 +103,14 @@ class BiasCorrection(_CorrectsBias):
                 key = plans[node.name].out_key
                 shift = fp.result(key) - q.result(key)
                 by_name[node.name] = apply_bias_shift(
-                    adapter, quantized_model, node.name, shift, self.threshold
+                    adapter,
+                    quantized_model,
+                    node.name,
+                    shift,
+                    self.threshold,
+                    "",
+                    plans[node.name].carrier.name,
+                    folded_bias(adapter, model, plans[node.name]),
                 )
         self.records = [by_name[n.name] for n in layers]
         return self.records

@@ -23,6 +23,12 @@ NNCF estimates the shift differently (the float input's channel means, as a cons
 the quantized layer); on small maps its estimate is dominated by padding (DigitsCNN, 8x8 to 2x2
 maps: |shift / bias| 16-62 on its three convolutions, so it corrects none; ours 0.05-0.85).
 
+A weighted op without a bias whose output only a BatchNorm reads (torch keeps Conv-BatchNorm
+pairs apart; ONNX and OpenVINO fold them) is corrected through the BatchNorm's bias, measured at
+the BatchNorm's output, with ``M`` scaled by the BatchNorm's per-channel factor and the gate
+judged against the pair's folded bias (``adapter.batch_norm_affine``), so torch gets the
+corrections the folded ONNX/OpenVINO graph gets: EfficientNet-Lite0 torch PTQ 16.9 -> 19.7 dB.
+
 A correction is applied only when every channel's relative change ``|shift / bias|`` is below
 ``threshold`` (default 2.0), and never to a bias with a zero entry: NNCF's rule. A larger change
 means the mean shift is not a small drift but the output of a clipped or rarely active channel
@@ -44,9 +50,11 @@ import numpy as np
 
 from nncompress.graph import Graph, Node
 from nncompress.quantization.algorithms.base import (
+    BlockDiagonal,
     ProgressCallback,
     activation_channel_axis,
     activation_port,
+    bias_carrier,
     bias_correction_layers,
     calibration_iterations,
     input_factory,
@@ -83,10 +91,25 @@ def bias_correction_report(records: list[BiasCorrectionRecord]) -> str:
 
 
 def apply_bias_shift(
-    adapter: Any, model: Any, node: str, shift: np.ndarray, threshold: float, note: str = ""
+    adapter: Any,
+    model: Any,
+    node: str,
+    shift: np.ndarray,
+    threshold: float,
+    note: str = "",
+    bias_node: str | None = None,
+    reference: np.ndarray | None = None,
 ) -> BiasCorrectionRecord:
-    """Add ``shift`` to the bias of ``node`` in ``model`` if it passes the threshold."""
-    bias = adapter.get_bias(model, node)
+    """Add ``shift`` to the bias of ``node`` (of ``bias_node``, the BatchNorm after it, when
+    given) in ``model`` if it passes the threshold, judged against ``reference`` when given (a
+    Conv-BatchNorm pair's folded bias) instead of the bias itself."""
+    if bias_node is not None and bias_node != node:
+        note = f"{note}; " if note else ""
+        note += f"the bias of '{bias_node}'"
+        node_of_bias = bias_node
+    else:
+        node_of_bias = node
+    bias = adapter.get_bias(model, node_of_bias)
     if bias is None:
         return BiasCorrectionRecord(node, False, "the layer has no bias in the quantized model")
     bias = np.asarray(bias)
@@ -101,7 +124,11 @@ def apply_bias_shift(
         return BiasCorrectionRecord(node, False, "the output statistics are not finite", shift=shift)
     if not np.any(shift):
         return BiasCorrectionRecord(node, False, "no shift measured", 0.0, shift)
-    b = bias.astype(np.float64)
+    b = (
+        bias.astype(np.float64)
+        if reference is None
+        else np.asarray(reference, np.float64).reshape(bias.shape)
+    )
     if not np.all(b):
         return BiasCorrectionRecord(node, False, "the bias has a zero entry", float("inf"), shift)
     magnitude = float(np.max(np.abs(shift / b)))
@@ -113,13 +140,14 @@ def apply_bias_shift(
             magnitude,
             shift,
         )
-    adapter.set_bias(model, node, (bias.astype(np.float64) + shift).astype(bias.dtype))
+    adapter.set_bias(model, node_of_bias, (bias.astype(np.float64) + shift).astype(bias.dtype))
     return BiasCorrectionRecord(node, True, note, magnitude, shift)
 
 
 @dataclass
 class _LayerPlan:
     node: Node
+    carrier: Node  # the node whose bias is corrected: ``node`` or the BatchNorm after it
     out_key: StatisticKey
     in_key: StatisticKey | None = None
     # makes the layer's transfer matrix when the shift is computed: held for every layer from the
@@ -139,13 +167,16 @@ def plan_layer_statistics(
     """Register output (and, for compensation, input) mean statistics in every collector."""
     plans = []
     for node in layers:
-        out_tp = output_statistic_target(graph, node)
+        carrier = bias_carrier(graph, node) or node
+        out_tp = output_statistic_target(graph, carrier)
         axis = activation_channel_axis(node)
         keys = [c.add(out_tp, MEAN_OF_MEAN, axis) for c in collectors]
-        plan = _LayerPlan(node, keys[0])
+        plan = _LayerPlan(node, carrier, keys[0])
         port, weight = activation_port(graph, node), main_weight(node)
         if compensate_input_shift and port is not None and weight is not None:
             transfer = _transfer_of(graph, node, port, weight, adapter, model)
+            if carrier is not node:
+                transfer = _through_batch_norm(transfer, adapter, model, carrier)
             if transfer() is not None:
                 in_tp = input_statistic_target(graph, placement, node, port)
                 plan.in_key = [c.add(in_tp, MEAN_OF_MEAN, axis) for c in collectors][0]
@@ -166,6 +197,37 @@ def _transfer_of(
     return lambda: layer_transfer_matrix(
         node, adapter.get_weight(model, node.name, w_port), info, in_shape, out_shape
     )
+
+
+def _through_batch_norm(
+    transfer: Callable[[], Any], adapter: Any, model: Any, batch_norm: Node
+) -> Callable[[], Any]:
+    """``transfer`` followed by the BatchNorm's per-channel scale (``adapter.batch_norm_affine``;
+    without it, or for a BatchNorm the adapter cannot read, there is no compensation)."""
+    read = getattr(adapter, "batch_norm_affine", None)
+
+    def scaled() -> Any:
+        affine = read(model, batch_norm.name) if read is not None else None
+        matrix = transfer() if affine is not None else None
+        if matrix is None or matrix.shape[0] != affine[0].size:
+            return None
+        scale = affine[0]
+        if isinstance(matrix, BlockDiagonal):
+            g, o, _ = matrix.blocks.shape
+            return BlockDiagonal(matrix.blocks * scale.reshape(g, o, 1))
+        return matrix * scale[:, None]
+
+    return scaled
+
+
+def folded_bias(adapter: Any, model: Any, plan: _LayerPlan) -> np.ndarray | None:
+    """The bias a Conv-BatchNorm pair of ``plan`` has once folded (None for a layer with its own
+    bias, or when the adapter cannot read the BatchNorm): what a correction is judged against."""
+    read = getattr(adapter, "batch_norm_affine", None)
+    if plan.carrier is plan.node or read is None:
+        return None
+    affine = read(model, plan.carrier.name)
+    return None if affine is None else affine[1]
 
 
 def output_statistic_target(graph: Graph, node: Node) -> TargetPoint:
@@ -299,6 +361,15 @@ class FastBiasCorrection(_CorrectsBias):
                 else:
                     note = "input-shift compensation skipped: channel counts differ"
             self.records.append(
-                apply_bias_shift(adapter, quantized_model, plan.node.name, shift, self.threshold, note)
+                apply_bias_shift(
+                    adapter,
+                    quantized_model,
+                    plan.node.name,
+                    shift,
+                    self.threshold,
+                    note,
+                    plan.carrier.name,
+                    folded_bias(adapter, model, plan),
+                )
             )
         return self.records
