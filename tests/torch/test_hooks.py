@@ -392,3 +392,47 @@ def test_the_interface_is_reachable_from_a_hook_during_forward(resnet):
     wrapped.nncf.insert(TargetPoint(OUT, FC), lambda t: seen.append(len(wrapped.nncf.graph)))
     wrapped(x)
     assert seen == [len(wrapped.nncf.graph)] and "_nncf" in wrapped._modules
+
+
+class _PoolEnd(nn.Module):
+    """Ends in a root-scope ``mean``: an op a user's hook could take the name of."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
+
+
+def test_torch_ops_in_a_users_forward_hook_are_not_model_ops():
+    """PyTorch runs a module's own forward hooks after the scope of the module is left: the
+    ``mean`` in a feature hook used to take the name (and the hooks) of the model's ``mean_0``."""
+    model = _PoolEnd().eval()
+    x = torch.randn(2, 3, 8, 8)
+    wrapped = wrap_model(copy.deepcopy(model), trace(model, x))
+    mean_op = next(n.name for n in wrapped.nncf.graph.nodes if n.name.endswith("/mean_0"))
+    wrapped.nncf.hook_manager.add(TargetPoint(TargetType.OUTPUT, mean_op, 0), lambda t: t * 2)
+    with torch.no_grad():
+        expected = wrapped(x)
+        features = []
+        handle = wrapped.bn.register_forward_hook(lambda m, i, out: features.append(out.mean(dim=(0, 2, 3))))
+        got = wrapped(x)
+        handle.remove()
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)  # the model's mean still hooked
+        torch.testing.assert_close(got, 2 * model(x))
+        torch.testing.assert_close(features[0], model.bn(model.conv(x)).mean(dim=(0, 2, 3)))  # not doubled
+
+
+def test_tracing_ignores_torch_ops_in_a_users_forward_hook():
+    model = _PoolEnd().eval()
+    x = torch.randn(1, 3, 8, 8)
+    plain = [n.name for n in trace(model, x).nodes]
+    seen = []
+    handle = model.bn.register_forward_hook(lambda m, i, out: seen.append(out.sum() * 0 + out.mean()))
+    try:
+        hooked = [n.name for n in trace(model, x).nodes]
+    finally:
+        handle.remove()
+    assert hooked == plain and len(seen) == 1

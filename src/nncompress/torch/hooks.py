@@ -17,7 +17,9 @@ of ``{Root}/nncf_model_output_{i}``.
 :meth:`HookManager.run` runs one forward with the hooks applied. It activates a
 ``TorchFunctionMode`` and two global module hooks (scope tracking) for the duration of the call
 only; ops in module scopes without hooks return straight away (one attribute test), and a
-manager without hooks runs the forward untouched. Nothing is stored on the model, so the wrapped
+manager without hooks runs the forward untouched. Forward hooks users registered on the model's
+modules run with the mode suspended (``tracing.user_forward_hooks_outside``), as in tracing: their
+torch ops are not model ops. Nothing is stored on the model, so the wrapped
 model deep-copies and pickles; hooked ops are plain torch ops, so ``torch.jit.trace``,
 ``torch.onnx.export(dynamo=False)`` and ``openvino.convert_model`` record them.
 """
@@ -41,6 +43,7 @@ from nncompress.torch.op_table import call_op_name
 from nncompress.torch.tracing import (
     INPUT_OP,
     OUTPUT_OP,
+    Suspendable,
     _pop_scope,
     buffer_ids,
     expanded_impl,
@@ -48,6 +51,7 @@ from nncompress.torch.tracing import (
     map_model_inputs,
     map_structure,
     module_scopes,
+    user_forward_hooks_outside,
 )
 
 __all__ = ["Hook", "HookManager", "hook_key"]
@@ -127,7 +131,7 @@ class _Index:
     outputs: dict[int, list]
 
 
-class _Runtime(TorchFunctionMode):
+class _Runtime(TorchFunctionMode, Suspendable):
     """Active during one hooked forward: names ops like the tracer and applies hooks."""
 
     def __init__(
@@ -164,7 +168,7 @@ class _Runtime(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if kwargs is None:
             kwargs = {}
-        if not self.hooked:  # fast path: no hook in this module scope
+        if not self.hooked or self.suspended:  # fast path: no hook in this module scope
             return func(*args, **kwargs)
         name = call_op_name(func, args, kwargs)
         if name is None:
@@ -360,7 +364,7 @@ class HookManager(nn.Module):
         pre = _module_mod.register_module_forward_pre_hook(runtime.pre_hook)
         post = _module_mod.register_module_forward_hook(runtime.post_hook, always_call=True)
         try:
-            with runtime:
+            with user_forward_hooks_outside(model, runtime), runtime:
                 return forward(*args, **kwargs)
         finally:
             pre.remove()

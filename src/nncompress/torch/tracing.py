@@ -319,7 +319,48 @@ def expanded_impl(func: Any) -> Callable[..., Any] | None:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Tracer(TorchFunctionMode):
+class Suspendable:
+    """A function mode that lets pass, unnamed and unhooked, the ops run while ``suspended``."""
+
+    suspended: int = 0
+
+
+@contextlib.contextmanager
+def user_forward_hooks_outside(model: nn.Module, mode: Suspendable) -> Iterator[None]:
+    """Run the forward hooks already registered on ``model``'s modules with ``mode`` suspended.
+
+    PyTorch runs a module's own forward hooks after the global ones (where the scope of the
+    module is left), so torch ops in a user's hook (``feats.append(out.mean((2, 3)))``, a
+    distillation loss) would be named as ops of the enclosing scope and take the names, and the
+    quantizers, of the model's own ops there. They are not model ops: they run unseen. Pre-hooks
+    are left alone (weight norm and pruning masks compute the module's weight in them).
+    """
+    patched = []
+    for module in model.modules():
+        hooks = module._forward_hooks
+        for key, fn in list(hooks.items()):
+            hooks[key] = _run_suspended(fn, mode)
+            patched.append((hooks, key, fn))
+    try:
+        yield
+    finally:
+        for hooks, key, fn in patched:
+            if key in hooks:
+                hooks[key] = fn
+
+
+def _run_suspended(fn: Callable, mode: Suspendable) -> Callable:
+    def hook(*args: Any, **kwargs: Any) -> Any:
+        mode.suspended += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            mode.suspended -= 1
+
+    return hook
+
+
+class _Tracer(TorchFunctionMode, Suspendable):
     """Records ops into a Graph while active; one instance per ``trace`` call."""
 
     def __init__(self, model: nn.Module):
@@ -359,6 +400,8 @@ class _Tracer(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if kwargs is None:
             kwargs = {}
+        if self.suspended:
+            return func(*args, **kwargs)
         name = call_op_name(func, args, kwargs)
         if name is None:
             return func(*args, **kwargs)
@@ -540,6 +583,9 @@ def trace(model: nn.Module, example_input: Any, *, keyword_inputs: Mapping | Non
     manager = model._modules.get(NNCF_ATTR)
     disabled = manager.disabled() if hasattr(manager, "disabled") else contextlib.nullcontext()
     try:
+        outside = user_forward_hooks_outside(model, tracer)  # before the tracer's own hooks
+        outside.__enter__()
+        handles.append(_ExitOnRemove(outside))
         for module in model.modules():
             if module is not model and id(module) in tracer.scopes:
                 handles.append(module.register_forward_pre_hook(tracer.pre_hook))
@@ -558,6 +604,16 @@ def trace(model: nn.Module, example_input: Any, *, keyword_inputs: Mapping | Non
             h.remove()
         snapshot.restore()
     return tracer.graph
+
+
+class _ExitOnRemove:
+    """A context entered by hand, left with the hook handles (``remove``) when tracing ends."""
+
+    def __init__(self, context: Any):
+        self.context = context
+
+    def remove(self) -> None:
+        self.context.__exit__(None, None, None)
 
 
 def _non_tensor_hint(args: tuple, kwargs: dict) -> str:
