@@ -18,8 +18,8 @@ of ``{Root}/nncf_model_output_{i}``.
 ``TorchFunctionMode`` and two global module hooks (scope tracking) for the duration of the call
 only; ops in module scopes without hooks return straight away (one attribute test), and a
 manager without hooks runs the forward untouched. Forward hooks users registered on the model's
-modules run with the mode suspended (``tracing.user_forward_hooks_outside``), as in tracing: their
-torch ops are not model ops. Nothing is stored on the model, so the wrapped
+modules run with the mode suspended, as in tracing: their torch ops are not model ops (wrapped
+in the global pre-hook of the module that has them, restored when the call ends). Nothing is stored on the model, so the wrapped
 model deep-copies and pickles; hooked ops are plain torch ops, so ``torch.jit.trace``,
 ``torch.onnx.export(dynamo=False)`` and ``openvino.convert_model`` record them.
 """
@@ -51,7 +51,8 @@ from nncompress.torch.tracing import (
     map_model_inputs,
     map_structure,
     module_scopes,
-    user_forward_hooks_outside,
+    restore_forward_hooks,
+    run_forward_hooks_suspended,
 )
 
 __all__ = ["Hook", "HookManager", "hook_key"]
@@ -147,6 +148,7 @@ class _Runtime(TorchFunctionMode, Suspendable):
         self.thread = threading.get_ident()
         self.seen: list[str] | None = None  # op names, when recording (tests)
         self._buffers: set[int] | None = None
+        self._outside: list[tuple[dict, Any, Callable]] = []  # user forward hooks, wrapped
 
     def buffers(self) -> set[int]:
         if self._buffers is None:  # computed on the first hooked op only
@@ -154,10 +156,18 @@ class _Runtime(TorchFunctionMode, Suspendable):
         return self._buffers
 
     def pre_hook(self, module: nn.Module, _args: Any) -> None:
+        if threading.get_ident() != self.thread:
+            return
+        if module._forward_hooks:  # wrapped before PyTorch reads them after the forward
+            self._outside.extend(run_forward_hooks_suspended(module, self))
         entry = self.scopes.get(id(module))
-        if entry is not None and threading.get_ident() == self.thread:
+        if entry is not None:
             self.stack.append(entry)
             self.hooked = entry[1]
+
+    def restore_forward_hooks(self) -> None:
+        restore_forward_hooks(self._outside)
+        self._outside = []
 
     def post_hook(self, module: nn.Module, _args: Any, _output: Any) -> None:
         entry = self.scopes.get(id(module))
@@ -364,11 +374,12 @@ class HookManager(nn.Module):
         pre = _module_mod.register_module_forward_pre_hook(runtime.pre_hook)
         post = _module_mod.register_module_forward_hook(runtime.post_hook, always_call=True)
         try:
-            with user_forward_hooks_outside(model, runtime), runtime:
+            with runtime:
                 return forward(*args, **kwargs)
         finally:
             pre.remove()
             post.remove()
+            runtime.restore_forward_hooks()
 
     @contextlib.contextmanager
     def record_op_names(self) -> Iterator[list[str]]:

@@ -325,9 +325,9 @@ class Suspendable:
     suspended: int = 0
 
 
-@contextlib.contextmanager
-def user_forward_hooks_outside(model: nn.Module, mode: Suspendable) -> Iterator[None]:
-    """Run the forward hooks already registered on ``model``'s modules with ``mode`` suspended.
+def run_forward_hooks_suspended(module: nn.Module, mode: Suspendable) -> list[tuple[dict, Any, Callable]]:
+    """Wrap the forward hooks registered on ``module`` so they run with ``mode`` suspended;
+    returns what ``restore_forward_hooks`` puts back.
 
     PyTorch runs a module's own forward hooks after the global ones (where the scope of the
     module is left), so torch ops in a user's hook (``feats.append(out.mean((2, 3)))``, a
@@ -335,18 +335,19 @@ def user_forward_hooks_outside(model: nn.Module, mode: Suspendable) -> Iterator[
     quantizers, of the model's own ops there. They are not model ops: they run unseen. Pre-hooks
     are left alone (weight norm and pruning masks compute the module's weight in them).
     """
+    hooks = module._forward_hooks
     patched = []
-    for module in model.modules():
-        hooks = module._forward_hooks
-        for key, fn in list(hooks.items()):
+    for key, fn in list(hooks.items()):
+        if getattr(fn, "_nncompress_suspends", None) is not mode:
             hooks[key] = _run_suspended(fn, mode)
             patched.append((hooks, key, fn))
-    try:
-        yield
-    finally:
-        for hooks, key, fn in patched:
-            if key in hooks:
-                hooks[key] = fn
+    return patched
+
+
+def restore_forward_hooks(patched: list[tuple[dict, Any, Callable]]) -> None:
+    for hooks, key, fn in reversed(patched):
+        if key in hooks:
+            hooks[key] = fn
 
 
 def _run_suspended(fn: Callable, mode: Suspendable) -> Callable:
@@ -357,6 +358,7 @@ def _run_suspended(fn: Callable, mode: Suspendable) -> Callable:
         finally:
             mode.suspended -= 1
 
+    hook._nncompress_suspends = mode  # type: ignore[attr-defined]
     return hook
 
 
@@ -583,9 +585,9 @@ def trace(model: nn.Module, example_input: Any, *, keyword_inputs: Mapping | Non
     manager = model._modules.get(NNCF_ATTR)
     disabled = manager.disabled() if hasattr(manager, "disabled") else contextlib.nullcontext()
     try:
-        outside = user_forward_hooks_outside(model, tracer)  # before the tracer's own hooks
-        outside.__enter__()
-        handles.append(_ExitOnRemove(outside))
+        # the user's forward hooks, wrapped before the tracer adds its own
+        outside = [p for module in model.modules() for p in run_forward_hooks_suspended(module, tracer)]
+        handles.append(_Restore(outside))
         for module in model.modules():
             if module is not model and id(module) in tracer.scopes:
                 handles.append(module.register_forward_pre_hook(tracer.pre_hook))
@@ -606,14 +608,14 @@ def trace(model: nn.Module, example_input: Any, *, keyword_inputs: Mapping | Non
     return tracer.graph
 
 
-class _ExitOnRemove:
-    """A context entered by hand, left with the hook handles (``remove``) when tracing ends."""
+class _Restore:
+    """Puts wrapped forward hooks back with the hook handles (``remove``) when tracing ends."""
 
-    def __init__(self, context: Any):
-        self.context = context
+    def __init__(self, patched: list):
+        self.patched = patched
 
     def remove(self) -> None:
-        self.context.__exit__(None, None, None)
+        restore_forward_hooks(self.patched)
 
 
 def _non_tensor_hint(args: tuple, kwargs: dict) -> str:
