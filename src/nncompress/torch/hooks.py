@@ -20,8 +20,9 @@ only; ops in module scopes without hooks return straight away (one attribute tes
 manager without hooks runs the forward untouched. Forward hooks users registered on the model's
 modules run with the mode suspended, as in tracing: their torch ops are not model ops (wrapped
 in the global pre-hook of the module that has them, restored when the call ends). Nothing is
-stored on the model, so the wrapped model deep-copies and pickles; hooked ops are plain torch ops, so ``torch.jit.trace``,
-``torch.onnx.export(dynamo=False)`` and ``openvino.convert_model`` record them.
+stored on the model, so the wrapped model deep-copies and pickles; hooked ops are plain torch
+ops, so ``torch.jit.trace``, ``torch.onnx.export(dynamo=False)`` and ``openvino.convert_model``
+record them.
 """
 
 from __future__ import annotations
