@@ -581,8 +581,10 @@ def test_stat_requests_number_sets_the_items_in_flight(conv_case, monkeypatch):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_bias_correction_accounts_for_padding_on_small_maps(seed, monkeypatch):
-    from nncompress.quantization.algorithms import base
+    from nncompress.quantization.algorithms import FastBiasCorrection, base
 
+    # the first stage alone: the residual pass would take what is left at the last layer either way
+    monkeypatch.setattr(FastBiasCorrection, "_correct_output_residual", lambda *args: None)
     torch_model = build(SmallMapConvs, seed)
     model = export_onnx(torch_model)  # static 4x4 maps: the graph knows where padding is read
     data = [d + 1.0 for d in calibration_data(torch_model, n=16, seed=seed)]

@@ -70,6 +70,8 @@ class NumpyModel:
                     out = out + bias[None, :, None, None]
             elif node.kind == op_kinds.RELU:
                 out = np.maximum(ins[0], 0)
+            elif node.kind == op_kinds.SIGMOID:
+                out = 1.0 / (1.0 + np.exp(-ins[0]))
             elif node.kind == op_kinds.ADD:
                 out = ins[0] + ins[1]
             elif node.kind == op_kinds.OUTPUT:

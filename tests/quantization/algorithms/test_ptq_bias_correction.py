@@ -94,10 +94,11 @@ def test_fast_bias_correction_removes_known_input_shift(fake, mlp):
 def test_plain_correction_double_counts_upstream_shift(mlp):
     model, adapter, batches, placement, quantized = mlp
     plain = quantized.copy()
-    FastBiasCorrection().correct(
+    # the first stage alone: the residual pass would correct fc2 by what is left in both models
+    FastBiasCorrection(output_residual=False).correct(
         model, model.graph, adapter, batches, quantized_model=quantized, placement=placement
     )
-    fbc = FastBiasCorrection(compensate_input_shift=False)
+    fbc = FastBiasCorrection(compensate_input_shift=False, output_residual=False)
     fbc.correct(model, model.graph, adapter, batches, quantized_model=plain, placement=placement)
     compensated, uncompensated = (
         _errors(adapter, model, quantized, batches),
@@ -105,6 +106,61 @@ def test_plain_correction_double_counts_upstream_shift(mlp):
     )
     assert uncompensated[OUT1] < 1e-4
     assert compensated[OUT2] < 0.7 * uncompensated[OUT2]
+
+
+def test_residual_pass_corrects_the_last_layer_on_the_corrected_model(mlp):
+    """What the first stage leaves at fc2 (relu of a shifted, clipped fc1 output) is measured on
+    the corrected model and added to fc2's bias: exact on the calibration items; fc1, with fc2
+    below it, is left as the first stage corrected it."""
+    model, adapter, batches, placement, quantized = mlp
+    first = quantized.copy()
+    stages = []
+    fbc = FastBiasCorrection(progress=lambda stage, done, total: stages.append(stage))
+    fbc.correct(model, model.graph, adapter, batches, quantized_model=quantized, placement=placement)
+    only = FastBiasCorrection(output_residual=False)
+    only.correct(model, model.graph, adapter, batches, quantized_model=first, placement=placement)
+    with_residual, without = (
+        _errors(adapter, model, quantized, batches),
+        _errors(adapter, model, first, batches),
+    )
+    assert without[OUT2] > 1e-2 and with_residual[OUT2] < 1e-4
+    np.testing.assert_array_equal(quantized.params["fc1.bias"], first.params["fc1.bias"])
+    rec = {r.node: r for r in fbc.records}
+    assert "residual" in rec["fc2"].reason and "residual" not in rec["fc1"].reason
+    # the record holds the whole change of the bias
+    np.testing.assert_allclose(
+        quantized.params["fc2.bias"] - model.params["fc2.bias"], rec["fc2"].shift, rtol=1e-5, atol=1e-6
+    )
+    assert stages.count("Bias correction: output layers") == len(batches)
+
+
+def test_residual_pass_runs_on_its_first_items(mlp):
+    model, adapter, batches, placement, quantized = mlp
+    fbc = FastBiasCorrection(residual_subset_size=3)
+    seen = adapter.seen_inputs
+    fbc.correct(model, model.graph, adapter, batches, quantized_model=quantized, placement=placement)
+    assert adapter.seen_inputs - seen == 8 + 8 + 3  # float, quantized, residual
+    assert _errors(adapter, model, quantized, batches[:3])[OUT2] < 1e-4
+
+
+def test_no_residual_into_a_squashing_function(fake, mlp):
+    """A layer read by a Sigmoid keeps its first-stage correction only: the mean of its output is
+    dominated by items deep in a flat tail of the sigmoid, where a shift changes nothing."""
+    model, adapter, batches, placement, quantized = mlp
+    for m in (model, quantized):  # fc2 -> sigmoid -> output
+        g = m.graph
+        if "sigmoid" not in g:
+            g.remove_node("output")
+            g.add_node(Node("sigmoid", "Sigmoid", op_kinds.SIGMOID))
+            g.add_node(Node("output", "output", op_kinds.OUTPUT))
+            g.add_edge(Edge("fc2", 0, "sigmoid", 0))
+            g.add_edge(Edge("sigmoid", 0, "output", 0))
+    calls = adapter.collect_calls
+    fbc = FastBiasCorrection()
+    fbc.correct(model, model.graph, adapter, batches, quantized_model=quantized, placement=placement)
+    rec = {r.node: r for r in fbc.records}
+    assert rec["fc2"].applied and "no residual pass" in rec["fc2"].reason and "Sigmoid" in rec["fc2"].reason
+    assert adapter.collect_calls == calls + 2  # float and quantized: no residual pass
 
 
 def test_threshold_skips_and_keeps_bias(mlp):

@@ -40,7 +40,7 @@ def _run(fake, model, batches, shared: bool):
     fbc = FastBiasCorrection(subset_size=5)
     companions = []
     if shared:
-        companions = [fbc.float_statistics(model, model.graph, adapter, batches, placement)]
+        companions = fbc.float_statistics(model, model.graph, adapter, batches, placement)
     params = MinMaxQuantization(subset_size=9).apply(
         model, model.graph, adapter, batches, placement, companions
     )
@@ -53,9 +53,11 @@ def test_shared_pass_gives_the_same_corrections_with_one_pass_less(fake, case):
     model, batches = case
     two_pass_adapter, params_a, separate = _run(fake, model, batches, shared=False)
     one_pass_adapter, params_b, shared = _run(fake, model, batches, shared=True)
-    # MinMax saw 9 items either way; the correction its 5 (float) + 5 (quantized): shared, the
-    # float model runs 9 times (5 with every statistic, then 4 with MinMax's only), not 14
-    assert two_pass_adapter.seen_inputs == 9 + 5 + 5 and one_pass_adapter.seen_inputs == 9 + 5
+    # MinMax saw 9 items either way; the correction its 5 (float) + 5 (quantized) + 5 (the
+    # residual pass on fc2): shared, the float model runs 9 times (5 with every statistic, then
+    # 4 with MinMax's only), not 14
+    assert two_pass_adapter.seen_inputs == 9 + 5 + 5 + 5
+    assert one_pass_adapter.seen_inputs == 9 + 5 + 5
     assert [len(r) for r in one_pass_adapter.requests][:2] == [
         len(two_pass_adapter.requests[0]) + len(two_pass_adapter.requests[1]),
         len(two_pass_adapter.requests[0]),
@@ -96,10 +98,10 @@ def test_float_pass_runs_when_the_companion_was_never_collected(fake, case):
     model, batches = case
     adapter, placement = fake.Adapter(), _placement()
     fbc = FastBiasCorrection(subset_size=4)
-    assert fbc.float_statistics(model, model.graph, adapter, batches, placement) is not None
+    assert fbc.float_statistics(model, model.graph, adapter, batches, placement) != []
     params = MinMaxQuantization(subset_size=4).apply(model, model.graph, adapter, batches, placement)
     quantized = adapter.apply(model, placement, params)
     calls = adapter.collect_calls
     fbc.apply(model, model.graph, adapter, batches, quantized_model=quantized, placement=placement)
-    assert adapter.collect_calls == calls + 2  # float and quantized passes
+    assert adapter.collect_calls == calls + 3  # float, quantized and residual passes
     assert len(fbc.records) == 2

@@ -10,7 +10,7 @@ Trade-off against ``FastBiasCorrection``: this one measures the real output mean
 upstream correction, so what nonlinearities (ReLU, GELU, ...) do to the corrected upstream
 means is accounted for exactly, with no linear model of the layer. It costs one pass over the
 calibration subset per level plus one for the float model (a 50-level ResNet: 51 passes),
-against 2 passes for ``FastBiasCorrection``. Default ``subset_size`` 100 and ``threshold`` 1000
+against 3 for ``FastBiasCorrection``. Default ``subset_size`` 100 and ``threshold`` 1000
 (NNCF's values for its bias correction).
 """
 
