@@ -93,3 +93,66 @@ def test_reduce_nodes_are_added_once_per_tensor_reducer_and_axes():
     lo, hi = done.abs_max[0][:2]
     done.feed({**{k: np.zeros(1) for k in done.sinks}, lo: np.float32(-3.5), hi: np.float32(2.0)})
     assert got == [np.float32(3.5)]
+
+
+def test_a_statistics_pass_runs_only_what_its_statistics_need(monkeypatch):
+    """ONNX Runtime runs every node of a graph whatever is fetched: the statistics copy keeps
+    only the nodes (and initializers) the statistics depend on, with the same values."""
+    model = export_onnx(build(ConvNet))
+    data = calibration_data(build(ConvNet), n=3, batch=2)
+    graph = Adapter().build_graph(model)
+    first_conv = next(n.name for n in graph.nodes if n.kind == K.CONVOLUTION)
+    request = request_for(TargetPoint(TargetType.OUTPUT, first_conv, 0), MEAN, 1)
+    sessions = []
+    real = onnx_adapter.inference_session
+
+    def spy(run_model, *args, **kwargs):
+        sessions.append(onnx.ModelProto.FromString(run_model.SerializeToString()))
+        return real(run_model, *args, **kwargs)
+
+    monkeypatch.setattr(onnx_adapter, "inference_session", spy)
+    pruned = _collect(model, data, [request])[request]
+    (run_model,) = sessions
+    assert len(run_model.graph.node) < len(model.graph.node) // 2
+    assert [i.name for i in run_model.graph.input] == [i.name for i in model.graph.input]
+    used = {t for n in run_model.graph.node for t in n.input}
+    assert {t.name for t in run_model.graph.initializer} <= used
+
+    def unpruned(m, outputs):  # the statistics added as outputs, the whole model kept
+        present = {o.name for o in m.graph.output}
+        m.graph.output.extend(onnx.ValueInfoProto(name=t) for t in outputs if t not in present)
+
+    monkeypatch.setattr(onnx_adapter, "_outputs_only", unpruned)
+    whole = _collect(model, data, [request])[request]
+    for a, b in zip(pruned, whole, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pruning_keeps_what_an_if_branch_reads_from_outside():
+    """A tensor read only inside an If branch (outer scope) keeps its producer."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    then = helper.make_graph(
+        [helper.make_node("Identity", ["outer"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2])],
+    )
+    nodes = [
+        helper.make_node("Relu", ["x"], ["outer"], name="producer"),
+        helper.make_node("If", ["c"], ["y"], name="if", then_branch=then, else_branch=other),
+        helper.make_node("Sigmoid", ["x"], ["unused"], name="dead"),
+    ]
+    out = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("y", "unused")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x, cond], out))
+    onnx_adapter._outputs_only(model, ["y"])
+    assert [n.name for n in model.graph.node] == ["producer", "if"]
+    assert [o.name for o in model.graph.output] == ["y"]

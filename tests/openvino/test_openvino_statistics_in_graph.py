@@ -124,3 +124,28 @@ def test_two_pass_collection_prepares_both_models_before_running_and_gives_the_s
     assert events == ["prepare", "infer", "infer", "prepare", "infer", "infer", "infer"]
     for a, b in zip(prepared, plain, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_statistics_pass_runs_only_what_its_statistics_need(monkeypatch):
+    """The statistics model holds the statistics' results only: the ops no statistic depends on
+    (everything after the first convolution here) are not compiled nor run; same values."""
+    model = to_openvino(build(ConvNet))
+    data = calibration_data(build(ConvNet), n=3, batch=2)
+    graph = Adapter().build_graph(model)
+    first_conv = next(n.name for n in graph.nodes if n.kind == K.CONVOLUTION)
+    request = request_for(TargetPoint(TargetType.OUTPUT, first_conv, 0), MEAN, 1)
+    compiled = []
+    real_core = ov_adapter.core
+
+    class Spy:
+        def compile_model(self, run_model, *args):
+            compiled.append(len(run_model.get_ops()))
+            return real_core().compile_model(run_model, *args)
+
+    monkeypatch.setattr(ov_adapter, "core", Spy)
+    pruned = _collect(model, data, [request])[request]
+    assert compiled and compiled[0] < len(model.get_ops()) // 2
+    monkeypatch.setattr(ov_adapter, "core", real_core)
+    raw = request_for(request.target, RAW, 1)
+    for a, whole in zip(pruned, _collect(model, data, [raw])[raw], strict=True):
+        np.testing.assert_allclose(a, np.asarray(whole).mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-6)

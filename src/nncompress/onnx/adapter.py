@@ -267,6 +267,43 @@ def _fold_weight_dequantize(model: onnx.ModelProto) -> None:
         model.graph.node.remove(node)
 
 
+def _outputs_only(model: onnx.ModelProto, outputs: list[str]) -> None:
+    """Make ``outputs`` the graph outputs of a statistics copy and drop the nodes none of them
+    depends on, and the initializers only those read: ONNX Runtime runs every node of a graph,
+    whatever is fetched, so a pass that reads early tensors (a level of ``BiasCorrection``) ran
+    the whole model (EfficientNet-Lite0: 5.9 ms per item to read its first convolution; 0.14 ms
+    on the pruned graph). Graph inputs stay: every item feeds them all."""
+    graph = model.graph
+    declared = {o.name: o for o in graph.output}
+    kept_outputs = [declared.get(t) or onnx.ValueInfoProto(name=t) for t in outputs]
+    del graph.output[:]
+    graph.output.extend(kept_outputs)
+    needed = set(outputs)
+    kept = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output if o):
+            kept.append(node)
+            needed.update(_reads(node))
+    if len(kept) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(reversed(kept))
+        initializers = [t for t in graph.initializer if t.name in needed]
+        del graph.initializer[:]
+        graph.initializer.extend(initializers)
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """Every tensor name ``node`` reads, with the outer-scope names its subgraphs (If, Loop,
+    Scan bodies) may read (all names their nodes read: a superset, which keeps too much at worst)."""
+    names = {t for t in node.input if t}
+    for attr in node.attribute:
+        bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for body in bodies:
+            for inner in body.node:
+                names |= _reads(inner)
+    return names
+
+
 # ---------------------------------------------------------------------------------------------
 # statistics reduced inside the graph
 # ---------------------------------------------------------------------------------------------
@@ -453,11 +490,8 @@ class Adapter:
         }
         whole = {t: reqs for t, reqs in whole.items() if reqs}
         fetch = [t for t in whole if t not in feed_names and t not in constants] + list(reduced.sinks)
-        present = {o.name for o in run_model.graph.output}
-        for t in fetch:
-            if t not in present:
-                run_model.graph.output.append(onnx.ValueInfoProto(name=t))
-                present.add(t)
+        if fetch:
+            _outputs_only(run_model, fetch)
         count = 0
         workers = self.stat_requests_number or statistics_workers()
         with inference_session(

@@ -297,9 +297,14 @@ class Adapter:
         )
         for i, r in enumerate(results):
             r.set_friendly_name(f"nncompress_statistic_{i}")
-        if results:
-            run_model.add_results(results)
         stateful = is_stateful(run_model)
+        if results and not stateful:
+            # the statistics alone: the ops no statistic depends on are not run (a level of
+            # BiasCorrection reads the first layers only); a stateful model keeps its Assigns
+            run_model = ov.Model(results, run_model.get_parameters(), run_model.get_friendly_name())
+            first = 0
+        elif results:
+            run_model.add_results(results)
         workers = self.stat_requests_number or statistics_workers()
         if stateful or _has_integer_weights(run_model):
             # a state lives in one request and items may carry it on; the user's own compressed
