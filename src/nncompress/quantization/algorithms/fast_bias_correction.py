@@ -319,8 +319,9 @@ class FastBiasCorrection(_CorrectsBias):
         if not layers:
             self._prepared = None
             return []
-        self._prepared = (graph, placement, *self._plan(graph, placement, layers, model, adapter))
-        return self._float_companions(dataset_inputs, *self._prepared[2:])
+        plans, fp, q, head = self._plan(graph, placement, layers, model, adapter)
+        self._prepared = (graph, placement, plans, fp, q, head)
+        return self._float_companions(dataset_inputs, fp, head)
 
     def _plan(
         self, graph: Graph, placement: Placement | None, layers: list[Node], model: Any, adapter: Any
@@ -337,12 +338,7 @@ class FastBiasCorrection(_CorrectsBias):
         return plans, fp, q, head
 
     def _float_companions(
-        self,
-        dataset_inputs: Any,
-        plans: list[_LayerPlan],
-        fp: StatisticsCollector,
-        q: StatisticsCollector,
-        head: StatisticsCollector | None,
+        self, dataset_inputs: Any, fp: StatisticsCollector, head: StatisticsCollector | None
     ) -> list[tuple[StatisticsCollector, int | None]]:
         out = [(fp, calibration_iterations(dataset_inputs, self.subset_size))]
         if head is not None:
@@ -375,7 +371,7 @@ class FastBiasCorrection(_CorrectsBias):
         make_inputs = input_factory(dataset_inputs, self.subset_size)
         total = calibration_iterations(dataset_inputs, self.subset_size)
         if not fp.collected:
-            companions = self._float_companions(dataset_inputs, plans, fp, q, head)
+            companions = self._float_companions(dataset_inputs, fp, head)
             fp.collect(
                 adapter,
                 model,
