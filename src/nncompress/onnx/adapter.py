@@ -287,9 +287,9 @@ def _outputs_only(model: onnx.ModelProto, outputs: list[str]) -> None:
     if len(kept) != len(graph.node):
         del graph.node[:]
         graph.node.extend(reversed(kept))
-        initializers = [t for t in graph.initializer if t.name in needed]
-        del graph.initializer[:]
-        graph.initializer.extend(initializers)
+        # deleted in place: copying the kept ones would hold the weights twice (a model over 2 GB)
+        for i in reversed([i for i, t in enumerate(graph.initializer) if t.name not in needed]):
+            del graph.initializer[i]
 
 
 def _reads(node: onnx.NodeProto) -> set[str]:
