@@ -156,6 +156,32 @@ def test_residual_block_add_inputs_and_quantizer_after_relu():
     assert all(p.unified_group is None for p in pl.points)
 
 
+def test_a_power_and_the_elementwise_ops_it_feeds_get_no_input_quantizers():
+    """|STFT|^2 = re^2 + im^2 -> sqrt -> conv (silero-vad): a power spreads values over the power
+    of their range, so an 8-bit grid on its input or output wipes out the quiet bins; neither
+    the Power nor the Add has an INT8 kernel to gain. The conv's input is still quantized."""
+    b = GB()
+    x = b.inp()
+    stft = b.conv("stft", x, in_ch=3)
+    re = b.op("Relu", "re", stft)
+    im = b.op("Sigmoid", "im", stft)
+    two = b.const("two")
+    p1 = b.op("Power", "pow_re", re, two)
+    p2 = b.op("Power", "pow_im", im, two)
+    add = b.op("Add", "add", p1, p2)
+    mag = b.op("Sqrt", "sqrt", add)
+    b.out(b.conv("conv", mag))
+    pl = place_quantizers(b.g, CPU)
+    assert {p.target.node for p in act_points(pl)} == {"x", "sqrt"}
+    assert "Power: its inputs stay in float" in pl.skipped["pow_re"]
+    assert "output of Power 'pow_im'" in pl.skipped[str(TargetPoint(TargetType.INPUT, "add", 1))]
+    # an Add of two ordinary activations keeps its quantizers
+    assert {p.target for p in act_points(place_quantizers(residual_block(), CPU))} >= {
+        TargetPoint(TargetType.OUTPUT, "relu0"),
+        TargetPoint(TargetType.OUTPUT, "bn2"),
+    }
+
+
 def test_npu_elementwise_inputs_unified():
     pl = place_quantizers(residual_block(), load_rules("NPU"))
     a, b = at(pl, "relu0"), at(pl, "bn2")
