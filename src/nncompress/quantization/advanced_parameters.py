@@ -89,6 +89,8 @@ class AdvancedQuantizationParameters:
     show_progress: bool = True
     # ours: True quantizes the ops after the last weighted op as NNCF does (placement.py docstring)
     quantize_tail: bool = False
+    # ours: True quantizes the inputs of Power ops and of elementwise ops fed by one, as NNCF does
+    quantize_powers: bool = False
 
 
 # accuracy control (NNCF keeps these here too: nncf.quantization.advanced_parameters)

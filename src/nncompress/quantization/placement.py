@@ -54,13 +54,14 @@ Unified scales
 Always (as NNCF)
     the convolutions of a squeeze-and-excitation block, ``Equal -> LogicalNot`` and GRU with
     ``linear_before_reset`` are left in float.
-Powers (ours)
+Powers (``quantize_powers=False``, ours; ``nncompress.quantize``'s default)
     a Power gets no input quantizers, and an elementwise op (Add, Multiply...) none on an input
     that a Power produces: raising values to a power spreads them over the power of their
     range, so an 8-bit grid on its input or output rounds the small ones to zero, and neither op
-    has an INT8 kernel to gain. NNCF's CPU rules quantize a Power's inputs; on silero-vad's
-    |STFT|^2 (``re^2 + im^2 -> Sqrt``) that took the streamed speech probability's mean error
-    to 0.171 (NNCF 3.4: 0.118; now 0.043, ``tests/onnx/test_onnx_real_models.py``).
+    has an INT8 kernel to gain. NNCF's CPU rules quantize a Power's inputs (``quantize_powers=
+    True``, the default of ``place_quantizers`` and of training-time quantization); on
+    silero-vad's |STFT|^2 (``re^2 + im^2 -> Sqrt``) that took the streamed speech probability's
+    mean error to 0.171 (NNCF 3.4: 0.118; 0.043 with ours, ``tests/onnx/test_onnx_real_models.py``).
 Recurrent ops without constant weights (ours)
     an LSTM/GRU whose weights are computed in the graph (silero-vad slices and concatenates
     them) cannot run in INT8, so its activation inputs get no quantizers either.
@@ -260,6 +261,7 @@ class _Placer:
         self.quantize_inputs: bool = opts["quantize_inputs"]
         self.quantize_outputs: bool = opts["quantize_outputs"]
         self.quantize_tail: bool = opts["quantize_tail"]
+        self.quantize_powers: bool = opts["quantize_powers"]
         wpc = opts["weights_per_channel"]
         self.weights_per_channel: bool = rules.weights_per_channel if wpc is None else bool(wpc)
         self.activations_per_channel: bool = opts["activations_per_channel"]
@@ -495,7 +497,7 @@ class _Placer:
             if name in self.ignored:
                 self._skip(name, self.ignored[name])
                 continue
-            if node.kind == op_kinds.POWER:
+            if node.kind == op_kinds.POWER and not self.quantize_powers:
                 self._skip(name, _POWER_INPUTS)
                 continue
             if node.kind in (op_kinds.LSTM, op_kinds.GRU) and not node.weights:
@@ -530,7 +532,8 @@ class _Placer:
                         )
                         continue
                     if (
-                        mnode.kind in op_kinds.ELEMENTWISE_KINDS
+                        not self.quantize_powers
+                        and mnode.kind in op_kinds.ELEMENTWISE_KINDS
                         and self._node(edge.src).kind == op_kinds.POWER
                     ):
                         self._skip(key, _POWER_INTO_ELEMENTWISE.format(_describe(self._node(edge.src))))
@@ -758,6 +761,7 @@ def place_quantizers(
     quantize_inputs: bool = True,
     quantize_outputs: bool = False,
     quantize_tail: bool = True,
+    quantize_powers: bool = True,
     weights_per_channel: bool | None = None,
     activations_per_channel: bool = False,
     weight_bits: int = 8,
@@ -790,6 +794,7 @@ def place_quantizers(
         quantize_inputs=quantize_inputs,
         quantize_outputs=quantize_outputs,
         quantize_tail=quantize_tail,
+        quantize_powers=quantize_powers,
         weights_per_channel=weights_per_channel,
         activations_per_channel=activations_per_channel,
         weight_bits=weight_bits,

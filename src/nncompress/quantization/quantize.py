@@ -90,6 +90,7 @@ def _placement_for(graph, target_device, preset, model_type, ignored_scope, adva
         ignored_scope=ignored_scope,
         quantize_outputs=advanced.quantize_outputs,
         quantize_tail=advanced.quantize_tail,
+        quantize_powers=advanced.quantize_powers,
         activations=advanced.activations_quantization_params,
         weights=advanced.weights_quantization_params,
     )
