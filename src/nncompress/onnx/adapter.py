@@ -275,7 +275,7 @@ def _outputs_only(model: onnx.ModelProto, outputs: list[str]) -> None:
     on the pruned graph). Graph inputs stay: every item feeds them all."""
     graph = model.graph
     declared = {o.name: o for o in graph.output}
-    kept_outputs = [declared.get(t) or onnx.ValueInfoProto(name=t) for t in outputs]
+    kept_outputs = [declared[t] if t in declared else onnx.ValueInfoProto(name=t) for t in outputs]
     del graph.output[:]
     graph.output.extend(kept_outputs)
     needed = set(outputs)

@@ -28,6 +28,7 @@ from nncompress.quantization.algorithms.base import (
     stage_progress,
 )
 from nncompress.quantization.algorithms.fast_bias_correction import (
+    MEASURED_SHIFT_THRESHOLD,
     BiasCorrectionRecord,
     _CorrectsBias,
     apply_bias_shift,
@@ -57,7 +58,7 @@ class BiasCorrection(_CorrectsBias):
     """Sequential bias correction (see the module docstring)."""
 
     subset_size: int = 100
-    threshold: float = 1000.0
+    threshold: float = MEASURED_SHIFT_THRESHOLD
     progress: ProgressCallback | None = None
     records: list[BiasCorrectionRecord] = field(default_factory=list, init=False)
 

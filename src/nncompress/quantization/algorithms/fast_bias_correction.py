@@ -78,6 +78,10 @@ from nncompress.quantization.algorithms.base import (
 from nncompress.quantization.spec import Placement, TargetPoint, TargetType
 from nncompress.quantization.statistics import MEAN_OF_MEAN, StatisticKey, StatisticsCollector
 
+# the gate of a shift measured on the corrected model rather than estimated (NNCF's value for
+# its BiasCorrection): BiasCorrection's levels and FastBiasCorrection's residual pass
+MEASURED_SHIFT_THRESHOLD = 1000.0
+
 
 @dataclass
 class BiasCorrectionRecord:
@@ -299,7 +303,7 @@ class FastBiasCorrection(_CorrectsBias):
     compensate_input_shift: bool = True
     output_residual: bool = True
     residual_subset_size: int = 32
-    residual_threshold: float = 1000.0  # BiasCorrection's: the residual is measured, not estimated
+    residual_threshold: float = MEASURED_SHIFT_THRESHOLD  # the residual is measured, not estimated
     progress: ProgressCallback | None = None
     records: list[BiasCorrectionRecord] = field(default_factory=list, init=False)
     _prepared: tuple | None = field(default=None, init=False, repr=False)
@@ -426,9 +430,10 @@ class FastBiasCorrection(_CorrectsBias):
         """Correct the last corrected layers again by the shift measured on the corrected model
         (the module docstring says why); the record of each gets the whole change of its bias."""
         applied = {p.node.name: i for i, (p, r) in enumerate(zip(plans, self.records)) if r.applied}
+        below = _corrected_below(graph, applied)
         last = []
         for name, i in applied.items():
-            if _corrected_below(graph, name, applied):
+            if below[name]:
                 continue
             squash = _squashed_by(graph, plans[i].out_key.target.node)
             if squash is None:
@@ -499,14 +504,9 @@ def _squashed_by(graph: Graph, name: str) -> str | None:
     return None
 
 
-def _corrected_below(graph: Graph, name: str, corrected: dict[str, int]) -> bool:
-    """Whether a layer in ``corrected`` is downstream of ``name``."""
-    seen, stack = {name}, [name]
-    while stack:
-        for node in graph.successors(stack.pop()):
-            if node.name in corrected:
-                return True
-            if node.name not in seen:
-                seen.add(node.name)
-                stack.append(node.name)
-    return False
+def _corrected_below(graph: Graph, corrected: dict[str, int]) -> dict[str, bool]:
+    """For every node, whether a layer in ``corrected`` is downstream of it (one reverse sweep)."""
+    below: dict[str, bool] = {}
+    for node in reversed(graph.topological_order()):
+        below[node.name] = any(s.name in corrected or below[s.name] for s in graph.successors(node.name))
+    return below
